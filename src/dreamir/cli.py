@@ -1,0 +1,225 @@
+"""Command line: `dreamir <command>`; every command is a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from dreamir.config import ConfigError, load_config, parse_override
+from dreamir.data.jsonl import DataError
+
+
+def _cmd_build_data(args: argparse.Namespace) -> None:
+    from dreamir.data.jsonl import write_jsonl_atomic
+    from dreamir.data.text import (
+        BuildSettings,
+        build_self_supervised,
+        examples_to_rows,
+        read_corpus_texts,
+        resolve_corpus_path,
+    )
+    from dreamir.data.training import DataStats
+
+    stats = DataStats()
+    texts = read_corpus_texts(resolve_corpus_path(args.corpus), stats)
+    settings = BuildSettings(
+        num_candidates=args.candidates,
+        chunk_words=args.chunk_words,
+        max_examples=args.max_examples,
+        seed=args.seed,
+    )
+    examples = build_self_supervised(texts, settings, stats)
+    n = write_jsonl_atomic(args.out, examples_to_rows(examples))
+    print(f"wrote {n} examples to {args.out} ({stats.summary()})")
+
+
+def _cmd_heads(args: argparse.Namespace) -> None:
+    from dreamir.data.text import read_corpus_texts, resolve_corpus_path
+    from dreamir.data.training import TokenLimits, load_examples
+    from dreamir.heads import detection_examples_from_texts, examples_from_qrels, score_heads
+    from dreamir.models.frozen_lm import FrozenLM
+
+    lm = FrozenLM.load(args.llm, device=args.device, dtype=args.dtype)
+    if args.beir:
+        examples = examples_from_qrels(args.beir, args.split, args.num_examples, args.candidates, args.seed)
+    elif args.data is None:
+        raise SystemExit("dreamir heads: give --data (a corpus JSONL or detection JSONL) or --beir DIR")
+    elif _looks_like_training_jsonl(args.data):
+        examples = load_examples(args.data)[: args.num_examples]
+    else:
+        texts = read_corpus_texts(resolve_corpus_path(args.data))
+        examples = detection_examples_from_texts(texts, args.num_examples, args.candidates, seed=args.seed)
+    ranking = score_heads(lm, examples, args.method, TokenLimits(), batch_size=args.batch_size)
+    k = lm.num_layers * lm.num_heads if args.k == "all" else int(args.k)
+    path = ranking.save(args.out, k)
+    top = ", ".join(f"L{layer}H{h}" for layer, h in ranking.top(min(k, 8)))
+    print(
+        f"scored {lm.num_layers}×{lm.num_heads} heads on {len(examples)} examples ({args.method}); "
+        f"top: {top}\nwrote {path} and {path.with_suffix('.png')}"
+    )
+
+
+def _looks_like_training_jsonl(path: str) -> bool:
+    from dreamir.data.jsonl import iter_jsonl
+
+    for _, obj in iter_jsonl(path):
+        return "candidates" in obj
+    return False
+
+
+def _config_from_args(args: argparse.Namespace):
+    overrides = dict(parse_override(item) for item in args.set or [])
+    shortcuts = {
+        "run_dir": args.run_dir,
+        "llm.name": args.llm,
+        "retriever.name": args.retriever,
+        "data.train": args.data,
+        "heads.file": args.heads,
+        "train.max_steps": args.max_steps,
+        "device": args.device,
+        "dtype": args.dtype,
+        "seed": args.seed,
+    }
+    overrides.update({k: v for k, v in shortcuts.items() if v is not None})
+    return load_config(args.config, overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    if args.config is None and args.data is None and not args.set:
+        from dreamir.quickstart import run_quickstart
+
+        run_quickstart(run_dir=args.run_dir or "runs/quickstart", device=args.device or "cpu")
+        return
+    from dreamir.trainer import Trainer
+
+    config = _config_from_args(args)
+    result = Trainer(config).train(resume=args.resume)
+    print(
+        f"trained {result.steps} steps in {result.seconds:.0f} s; mean batch loss "
+        f"{result.loss_start:.4f} (first quarter of steps) → {result.loss_end:.4f} (last quarter)\n"
+        f"exported retriever: {result.retriever_dir}"
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from dreamir.trainer import export_run
+
+    path = export_run(args.run, args.out)
+    print(f"exported sentence-transformers model to {path}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from dreamir.data.beir import load_beir
+    from dreamir.eval.evaluate import evaluate_model, format_table, write_report
+
+    data = load_beir(args.data, args.split)
+    results = [evaluate_model(_model_spec(m), data, name=m) for m in args.model]
+    print(format_table(results, f"{data.name} ({args.split})"))
+    print(f"data: {data.stats.summary()}")
+    if args.out:
+        print(f"report: {write_report(args.out, results, data, args.split)}")
+
+
+def _model_spec(spec: str) -> str:
+    """A dreamir run folder evaluates its exported retriever."""
+    run_model = Path(spec) / "retriever"
+    if (Path(spec) / "config.yaml").exists() and (run_model / "modules.json").exists():
+        return str(run_model)
+    return spec
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> None:
+    from dreamir.quickstart import run_quickstart
+
+    run_quickstart(run_dir=args.run_dir, device=args.device, steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreamir", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("quickstart", help="build data, select heads, train DREAM and compare before/after")
+    p.add_argument("--run-dir", default="runs/quickstart")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: fits ~4 min on 2 cores)")
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("build-data", help="self-supervised training examples from an unlabelled corpus")
+    p.add_argument("--corpus", required=True, help="corpus JSONL ({'text', 'title'?}) or a BEIR folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--candidates", type=int, default=8)
+    p.add_argument("--chunk-words", type=int, default=96)
+    p.add_argument("--max-examples", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_build_data)
+
+    p = sub.add_parser("heads", help="rank the frozen LLM's heads and write the head set H")
+    p.add_argument("--llm", default="smollm2-135m-instruct")
+    p.add_argument("--data", help="corpus JSONL (label-free) or JSONL with query/target/candidates/positive")
+    p.add_argument("--beir", help="BEIR folder: use its qrels as the detection set instead")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=["gradient", "attention"], default="gradient")
+    p.add_argument("--k", default="16", help="heads to keep (a number or 'all')")
+    p.add_argument("--num-examples", type=int, default=64)
+    p.add_argument("--candidates", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32")
+    p.set_defaults(func=_cmd_heads)
+
+    p = sub.add_parser("train", help="train a retriever (no arguments: the quickstart on defaults)")
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-4")
+    p.add_argument("--run-dir")
+    p.add_argument("--llm")
+    p.add_argument("--retriever")
+    p.add_argument("--data")
+    p.add_argument("--heads")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="write a run's retriever as a sentence-transformers folder")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("eval", help="evaluate retrievers on a BEIR folder")
+    p.add_argument("--data", required=True, help="BEIR folder")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name; repeatable",
+    )
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="folder for metrics.json, run.trec, report.md and comparison.png")
+    p.set_defaults(func=_cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args.func(args)
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as err:
+        if args.verbose:
+            raise
+        print(f"dreamir {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Training configuration: a YAML file and/or flags, validated by pydantic.
+
+Unknown keys and wrong types are errors that name the key (e.g. "train.lr: Input should be a
+valid number"). Every METHOD decision is a field here, with METHOD's default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LLMConfig(_Strict):
+    name: str = "smollm2-135m-instruct"
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class RetrieverConfig(_Strict):
+    name: str = "all-minilm-l6-v2"
+    pooling: Literal["mean", "cls", "lasttoken"] | None = None
+    query_prefix: str | None = None
+    doc_prefix: str | None = None
+    max_length: int | None = Field(256, gt=0)
+    lora: LoraConfig | None = None
+
+
+class TokenLimitsConfig(_Strict):
+    query: int = Field(64, gt=0)
+    target: int = Field(64, gt=0)
+    doc: int = Field(128, gt=0)
+
+
+class DataConfig(_Strict):
+    train: str | None = None
+    max_examples: int | None = Field(None, gt=0)
+    limits: TokenLimitsConfig = TokenLimitsConfig()
+
+
+class HeadsConfig(_Strict):
+    file: str | None = None  # a `dreamir heads` JSON; if unset, heads are selected at the start of training
+    count: int | Literal["all"] = 16
+    scoring: Literal["gradient", "attention"] = "gradient"
+    detection_examples: int = Field(32, gt=0)
+
+
+class DreamConfig(_Strict):
+    temperature: float = Field(0.05, gt=0)
+    mode: Literal["bias", "reweight"] = "bias"
+    layout: Literal["separate", "concat"] = "separate"
+
+
+class TrainConfig(_Strict):
+    objective: Literal["dream"] = "dream"
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    schedule: Literal["linear", "constant"] = "linear"
+    max_steps: int = Field(100, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    checkpoint_every: int = Field(25, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+
+
+class RunConfig(_Strict):
+    run_dir: str = "runs/dream"
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    llm: LLMConfig = LLMConfig()
+    retriever: RetrieverConfig = RetrieverConfig()
+    data: DataConfig = DataConfig()
+    heads: HeadsConfig = HeadsConfig()
+    dream: DreamConfig = DreamConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _device_known(self) -> RunConfig:
+        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+            raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'mps', got '{self.device}'")
+        return self
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read YAML (if given), apply dotted-key overrides, validate."""
+    tree: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        tree = loaded or {}
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """ "train.lr=1e-4" → ("train.lr", 1e-4); values parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def dump_config(config: RunConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))

@@ -1,0 +1,138 @@
+"""BEIR-format data: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv, validated.
+
+Handling (documented in README "Evaluation data"):
+- malformed JSON, non-UTF-8 bytes, a missing/non-string `_id` or `text`, a duplicate id,
+  a qrels line without 3 columns or with a non-integer score: error naming file, line, field;
+- a document or query whose text is empty: skipped and counted;
+- a qrels line naming an unknown query or document: skipped and counted;
+- queries without any qrels in the split: not evaluated, counted.
+Title and text are joined as BEIR does ("title text").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dreamir.data.jsonl import DataError, iter_jsonl, require_str
+from dreamir.data.training import DataStats
+
+
+@dataclass
+class BeirData:
+    name: str
+    corpus: dict[str, str]  # doc id → "title text"
+    queries: dict[str, str]  # only queries with qrels in the split
+    qrels: dict[str, dict[str, int]]
+    stats: DataStats = field(default_factory=DataStats)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return list(self.corpus)
+
+
+def _read_id(path, line: int, obj: dict) -> str:
+    value = obj.get("_id")
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise DataError(path, line, "missing, empty or not a string", "_id")
+    return value
+
+
+def load_corpus(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
+    corpus: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for line, obj in iter_jsonl(path):
+        doc_id = _read_id(path, line, obj)
+        text = require_str(path, line, obj, "text", allow_empty=True)
+        title = obj.get("title") or ""
+        if not isinstance(title, str):
+            raise DataError(path, line, f"expected a string, got {type(title).__name__}", "title")
+        if doc_id in first_line:
+            raise DataError(path, line, f"duplicate document id '{doc_id}' (first on line {first_line[doc_id]})", "_id")
+        first_line[doc_id] = line
+        joined = f"{title} {text}".strip() if title else text.strip()
+        if not joined:
+            stats.add("skipped_empty_documents")
+            continue
+        corpus[doc_id] = joined
+    if not corpus:
+        raise DataError(path, None, "no documents")
+    return corpus
+
+
+def load_queries(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for line, obj in iter_jsonl(path):
+        query_id = _read_id(path, line, obj)
+        text = require_str(path, line, obj, "text", allow_empty=True)
+        if query_id in first_line:
+            raise DataError(
+                path, line, f"duplicate query id '{query_id}' (first on line {first_line[query_id]})", "_id"
+            )
+        first_line[query_id] = line
+        if not text.strip():
+            stats.add("skipped_empty_queries")
+            continue
+        queries[query_id] = text.strip()
+    return queries
+
+
+def load_qrels(path: str | os.PathLike) -> list[tuple[int, str, str, int]]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "qrels file not found")
+    rows = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise DataError(path, number, "not valid UTF-8") from None
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if number == 1 and cols[0].strip().lower() in ("query-id", "query_id", "qid"):
+                continue
+            if len(cols) != 3:
+                raise DataError(
+                    path,
+                    number,
+                    f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}",
+                )
+            try:
+                score = int(cols[2])
+            except ValueError:
+                raise DataError(path, number, f"not an integer: {cols[2]!r}", "score") from None
+            rows.append((number, cols[0].strip(), cols[1].strip(), score))
+    return rows
+
+
+def load_beir(folder: str | os.PathLike, split: str = "test") -> BeirData:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"BEIR folder not found: {folder}")
+    stats = DataStats()
+    corpus = load_corpus(folder / "corpus.jsonl", stats)
+    queries = load_queries(folder / "queries.jsonl", stats)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise FileNotFoundError(f"no qrels for split '{split}' in {folder} (available: {available or 'none'})")
+    qrels: dict[str, dict[str, int]] = {}
+    for _, query_id, doc_id, score in load_qrels(qrels_path):
+        if query_id not in queries:
+            stats.add("qrels_skipped_unknown_query")
+            continue
+        if doc_id not in corpus:
+            stats.add("qrels_skipped_unknown_document")
+            continue
+        qrels.setdefault(query_id, {})[doc_id] = score
+    stats.add("queries_without_qrels", sum(1 for q in queries if q not in qrels))
+    judged = {q: t for q, t in queries.items() if q in qrels}
+    if not judged:
+        raise DataError(qrels_path, None, "no query of this split has both a text and a judged document")
+    return BeirData(folder.name, corpus, judged, qrels, stats)

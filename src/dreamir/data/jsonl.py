@@ -1,0 +1,66 @@
+"""Line-numbered JSONL reading with errors that name the file, line and field."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the line and, where known, the field."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, message: str, field: str | None = None):
+        where = f"{path}" + (f", line {line}" if line is not None else "")
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{message}")
+        self.path, self.line, self.field = str(path), line, field
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for every non-blank line; bad JSON or bytes raise DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(path, number, f"not valid UTF-8 (byte offset {err.start} in the line)") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(path, number, f"malformed JSON: {err.msg} at column {err.colno}") from None
+            if not isinstance(obj, dict):
+                raise DataError(path, number, f"expected a JSON object, got {type(obj).__name__}")
+            yield number, obj
+
+
+def require_str(path, line: int, obj: dict, field: str, allow_empty: bool = False) -> str:
+    if field not in obj:
+        raise DataError(path, line, "missing", field)
+    value = obj[field]
+    if not isinstance(value, str):
+        raise DataError(path, line, f"expected a string, got {type(value).__name__}", field)
+    if not allow_empty and not value.strip():
+        raise DataError(path, line, "empty", field)
+    return value
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows) -> int:
+    """Write rows to path via a temp file + rename; returns the number written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    os.replace(tmp, path)
+    return count

@@ -1,0 +1,155 @@
+"""Unlabelled text → self-supervised DREAM examples (METHOD §1.5).
+
+Documents are chunked by words at sentence boundaries; for each chunk, q = its first half,
+y = its second half, and the candidates are the top-N BM25 neighbours of q among the OTHER
+chunks (never the chunk itself), deduplicated. Deterministic for a given seed. Benchmark
+queries and qrels are never read here.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from dreamir.data.jsonl import DataError, iter_jsonl
+from dreamir.data.training import DataStats, Example
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_words(text: str) -> list[str]:
+    return text.split()
+
+
+def read_corpus_texts(path: str | os.PathLike, stats: DataStats | None = None) -> list[str]:
+    """Texts of a corpus JSONL ({"text", optional "title"}, BEIR corpus.jsonl works); title + text joined."""
+    stats = stats if stats is not None else DataStats()
+    texts = []
+    for line, obj in iter_jsonl(path):
+        text = obj.get("text")
+        if not isinstance(text, str):
+            raise DataError(path, line, "missing or not a string", "text")
+        title = obj.get("title") or ""
+        if not isinstance(title, str):
+            raise DataError(path, line, "not a string", "title")
+        joined = f"{title} {text}".strip() if title else text.strip()
+        if not joined:
+            stats.add("skipped_empty_document")
+            continue
+        texts.append(joined)
+    return texts
+
+
+def chunk_text(text: str, chunk_words: int = 96, min_words: int = 24) -> list[str]:
+    """Chunks of about `chunk_words` words that end at sentence boundaries where possible."""
+    chunks: list[str] = []
+    current: list[str] = []
+    for sentence in _SENTENCE_END.split(text.strip()):
+        words = sentence.split()
+        while len(words) > chunk_words:  # one huge sentence: cut it by words
+            if current:
+                chunks.append(" ".join(current))
+                current = []
+            chunks.append(" ".join(words[:chunk_words]))
+            words = words[chunk_words:]
+        if current and len(current) + len(words) > chunk_words:
+            chunks.append(" ".join(current))
+            current = []
+        current.extend(words)
+    if current:
+        chunks.append(" ".join(current))
+    return [c for c in chunks if len(c.split()) >= min_words]
+
+
+@dataclass
+class BuildSettings:
+    num_candidates: int = 8
+    chunk_words: int = 96
+    min_words: int = 24
+    max_examples: int | None = None
+    seed: int = 0
+
+
+def bm25_index(texts: list[str]):
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    return retriever, stemmer
+
+
+def build_self_supervised(
+    texts: Iterable[str], settings: BuildSettings, stats: DataStats | None = None, show_progress: bool = True
+) -> list[Example]:
+    import bm25s
+
+    stats = stats if stats is not None else DataStats()
+    chunks: list[str] = []
+    for text in texts:
+        pieces = chunk_text(text, settings.chunk_words, settings.min_words)
+        if not pieces:
+            stats.add("documents_too_short")
+        chunks.extend(pieces)
+    if len(chunks) <= settings.num_candidates:
+        raise ValueError(
+            f"only {len(chunks)} chunks of ≥{settings.min_words} words: need more than "
+            f"{settings.num_candidates} to mine {settings.num_candidates} candidates per example"
+        )
+    order = list(range(len(chunks)))
+    random.Random(settings.seed).shuffle(order)
+    if settings.max_examples is not None:
+        order = order[: settings.max_examples]
+    retriever, stemmer = bm25_index(chunks)
+    examples = []
+    halves = [chunks[i].split() for i in order]
+    queries = [" ".join(w[: len(w) // 2]) for w in halves]
+    want = min(len(chunks), settings.num_candidates * 2 + 1)
+    results, _ = retriever.retrieve(
+        bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
+        k=want,
+        show_progress=False,
+        n_threads=1,
+    )
+    for row, chunk_id in enumerate(tqdm(order, desc="mine candidates", disable=not show_progress)):
+        words = halves[row]
+        seen: set[str] = {chunks[chunk_id]}
+        candidates = []
+        for hit in results[row]:
+            text = chunks[int(hit)]
+            if int(hit) == chunk_id or text in seen:
+                continue
+            seen.add(text)
+            candidates.append(text)
+            if len(candidates) == settings.num_candidates:
+                break
+        if len(candidates) < settings.num_candidates:
+            stats.add("examples_with_fewer_candidates")
+        examples.append(Example(queries[row], " ".join(words[len(words) // 2 :]), candidates))
+    stats.add("chunks", len(chunks))
+    return examples
+
+
+def examples_to_rows(examples: list[Example]) -> Iterable[dict]:
+    for ex in examples:
+        row = {"query": ex.query, "target": ex.target, "candidates": ex.candidates}
+        if ex.positive is not None:
+            row["positive"] = ex.positive
+        yield row
+
+
+def resolve_corpus_path(path: str | os.PathLike) -> Path:
+    """Accept a corpus JSONL or a BEIR folder (its corpus.jsonl)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "corpus.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus not found: {path}")
+    return path

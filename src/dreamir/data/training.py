@@ -1,0 +1,110 @@
+"""Training examples: JSONL of {"query", "target", "candidates": [text, ...]} (+ optional "positive").
+
+Handling of imperfect lines (documented in README "Training data"):
+- malformed JSON, a missing field or a wrong type: error naming file, line and field;
+- empty query or target, or an empty candidate list: the line is skipped and counted;
+- empty candidate strings are dropped and counted; duplicate candidates are dropped and counted;
+- over-long texts are truncated to the frozen LLM's token limits at tokenisation and counted.
+Counts are returned in `DataStats` and printed by the trainer, never swallowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from dreamir.data.jsonl import DataError, iter_jsonl, require_str
+from dreamir.models.layout import TokenizedExample
+
+
+@dataclass
+class Example:
+    query: str
+    target: str
+    candidates: list[str]
+    positive: int | None = None  # index of a known helpful candidate (head detection, InfoNCE)
+
+
+@dataclass
+class DataStats:
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+
+    def summary(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())) or "no issues"
+
+
+def load_examples(path: str | os.PathLike, stats: DataStats | None = None) -> list[Example]:
+    stats = stats if stats is not None else DataStats()
+    examples: list[Example] = []
+    for line, obj in iter_jsonl(path):
+        query = require_str(path, line, obj, "query", allow_empty=True)
+        target = require_str(path, line, obj, "target", allow_empty=True)
+        raw = obj.get("candidates")
+        if raw is None:
+            raise DataError(path, line, "missing", "candidates")
+        if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+            raise DataError(path, line, "expected a list of strings", "candidates")
+        positive = obj.get("positive")
+        if positive is not None and (not isinstance(positive, int) or not 0 <= positive < len(raw)):
+            raise DataError(path, line, f"must be an index into candidates (0..{len(raw) - 1})", "positive")
+        if not query.strip():
+            stats.add("skipped_empty_query")
+            continue
+        if not target.strip():
+            stats.add("skipped_empty_target")
+            continue
+        kept: list[str] = []
+        new_positive = None
+        for i, cand in enumerate(raw):
+            if not cand.strip():
+                stats.add("dropped_empty_candidate")
+            elif cand in kept:
+                stats.add("dropped_duplicate_candidate")
+                if i == positive:
+                    new_positive = kept.index(cand)
+            else:
+                if i == positive:
+                    new_positive = len(kept)
+                kept.append(cand)
+        if not kept:
+            stats.add("skipped_no_candidates")
+            continue
+        examples.append(Example(query, target, kept, new_positive))
+    stats.add("examples", len(examples))
+    return examples
+
+
+@dataclass
+class TokenLimits:
+    query: int = 64
+    target: int = 64
+    doc: int = 128
+
+
+def tokenize_examples(
+    examples: list[Example], tokenize, limits: TokenLimits, stats: DataStats | None = None
+) -> list[TokenizedExample]:
+    """Frozen-LLM token ids per example, truncated to `limits` (counted in stats)."""
+    stats = stats if stats is not None else DataStats()
+
+    def cut(ids: list[int], limit: int, what: str) -> list[int]:
+        if len(ids) > limit:
+            stats.add(f"truncated_{what}")
+            return ids[:limit]
+        return ids
+
+    out = []
+    for ex in examples:
+        # The target continues the query's text, so it is tokenised with its leading space.
+        out.append(
+            TokenizedExample(
+                query=cut(tokenize(ex.query), limits.query, "query"),
+                target=cut(tokenize(" " + ex.target.lstrip()), limits.target, "target"),
+                docs=[cut(tokenize(c), limits.doc, "candidate") for c in ex.candidates],
+            )
+        )
+    return out

@@ -1,0 +1,121 @@
+"""Evaluate retrievers on a BEIR folder and write a readable report.
+
+A model spec is "bm25", a sentence-transformers folder, a hub name, an alias, or a dreamir run
+folder (its exported retriever). Several models give one comparison table and one plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dreamir.data.beir import BeirData
+from dreamir.eval.metrics import METRICS, Run, evaluate_run
+from dreamir.eval.search import bm25_run, exact_topk, to_run
+from dreamir.models.retriever import Retriever
+
+
+@dataclass
+class EvalResult:
+    model: str
+    metrics: dict[str, float]
+    run: Run
+    seconds: float
+
+
+def retriever_run(
+    retriever: Retriever, data: BeirData, k: int = 100, batch_size: int = 64, show_progress: bool = True
+) -> Run:
+    doc_ids = data.doc_ids
+    docs = retriever.encode([data.corpus[d] for d in doc_ids], "document", batch_size, show_progress)
+    query_ids = list(data.queries)
+    queries = retriever.encode([data.queries[q] for q in query_ids], "query", batch_size, show_progress)
+    scores, indices = exact_topk(queries, docs, k)
+    return to_run(query_ids, doc_ids, scores, indices)
+
+
+def evaluate_model(
+    spec: str | Retriever, data: BeirData, name: str | None = None, k: int = 100, show_progress: bool = True
+) -> EvalResult:
+    start = time.perf_counter()
+    if isinstance(spec, Retriever):
+        run = retriever_run(spec, data, k, show_progress=show_progress)
+        label = name or spec.source
+    elif spec == "bm25":
+        run = bm25_run(data.corpus, data.queries, k)
+        label = name or "bm25"
+    else:
+        run = retriever_run(Retriever.load(spec), data, k, show_progress=show_progress)
+        label = name or spec
+    return EvalResult(label, evaluate_run(data.qrels, run), run, time.perf_counter() - start)
+
+
+def format_table(results: list[EvalResult], title: str = "") -> str:
+    """Markdown table, metrics as percentages (×100) like the BEIR papers."""
+    header = "| model | " + " | ".join(METRICS) + " | seconds |"
+    rule = "|---|" + "---:|" * (len(METRICS) + 1)
+    lines = ([f"**{title}**", ""] if title else []) + [header, rule]
+    for r in results:
+        cells = " | ".join(f"{100 * r.metrics[m]:.1f}" for m in METRICS)
+        lines.append(f"| {r.model} | {cells} | {r.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def write_trec_run(path: Path, results: list[EvalResult]) -> None:
+    with open(path, "w") as handle:
+        for r in results:
+            tag = r.model.replace(" ", "_")
+            for qid, hits in r.run.items():
+                ranked = sorted(hits.items(), key=lambda kv: -kv[1])
+                for rank, (did, score) in enumerate(ranked, start=1):
+                    handle.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
+
+
+def plot_comparison(path: Path, results: list[EvalResult], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(METRICS)
+    x = np.arange(len(names))
+    width = 0.8 / max(1, len(results))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, r in enumerate(results):
+        vals = [100 * r.metrics[m] for m in names]
+        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=r.model)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("score × 100")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: str | os.PathLike, results: list[EvalResult], data: BeirData, split: str) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{data.name} ({split}, {len(data.queries)} queries, {len(data.corpus)} documents)"
+    metrics = {
+        "dataset": data.name,
+        "split": split,
+        "num_queries": len(data.queries),
+        "num_documents": len(data.corpus),
+        "data_issues": dict(data.stats.counts),
+        "models": {r.model: {**r.metrics, "seconds": r.seconds} for r in results},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_trec_run(out / "run.trec", results)
+    plot_comparison(out / "comparison.png", results, title)
+    (out / "report.md").write_text(
+        f"# Retrieval evaluation: {title}\n\n{format_table(results)}\n\n"
+        f"Metrics via ir-measures; scores ×100. Data issues: {data.stats.summary()}.\n\n"
+        "![comparison](comparison.png)\n"
+    )
+    return out

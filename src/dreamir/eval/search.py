@@ -1,0 +1,56 @@
+"""Top-k search over embeddings and BM25, returning runs {query id: {doc id: score}}."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dreamir.eval.metrics import Run
+
+
+def exact_topk(queries: np.ndarray, docs: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k, blocked over queries to bound memory. Returns (scores, indices)."""
+    k = min(k, docs.shape[0])
+    doc_t = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
+    scores_out = np.empty((queries.shape[0], k), dtype=np.float32)
+    idx_out = np.empty((queries.shape[0], k), dtype=np.int64)
+    with torch.inference_mode():
+        for start in range(0, queries.shape[0], block):
+            q = torch.from_numpy(np.ascontiguousarray(queries[start : start + block], dtype=np.float32))
+            top = torch.topk(q @ doc_t.T, k, dim=1)
+            scores_out[start : start + block] = top.values.numpy()
+            idx_out[start : start + block] = top.indices.numpy()
+    return scores_out, idx_out
+
+
+def to_run(
+    query_ids: list[str],
+    doc_ids: list[str],
+    scores: np.ndarray,
+    indices: np.ndarray,
+    ignore_identical_ids: bool = False,
+) -> Run:
+    run: Run = {}
+    for row, qid in enumerate(query_ids):
+        hits = {}
+        for score, idx in zip(scores[row], indices[row]):
+            did = doc_ids[int(idx)]
+            if ignore_identical_ids and did == qid:
+                continue
+            hits[did] = float(score)
+        run[qid] = hits
+    return run
+
+
+def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100, ignore_identical_ids: bool = False) -> Run:
+    import bm25s
+
+    from dreamir.data.text import bm25_index
+
+    doc_ids = list(corpus)
+    retriever, stemmer = bm25_index([corpus[d] for d in doc_ids])
+    query_ids = list(queries)
+    tokens = bm25s.tokenize([queries[q] for q in query_ids], stopwords="en", stemmer=stemmer, show_progress=False)
+    indices, scores = retriever.retrieve(tokens, k=min(k + 1, len(doc_ids)), show_progress=False, n_threads=1)
+    run = to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids)
+    return {q: dict(list(h.items())[:k]) for q, h in run.items()}

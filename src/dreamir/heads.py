@@ -1,0 +1,245 @@
+"""Head selection (METHOD §1.4): rank the frozen LLM's heads by how much they carry retrieval signal.
+
+Detection examples are (q, y, D, g) with g the index of the document known to help:
+- label-free (default): from unlabelled documents, q and y are consecutive spans of a document
+  and g a later, non-overlapping passage of the same document, among N−1 passages of others;
+- labelled: from BEIR qrels, q the query, g the relevant document (its opening words are the
+  target y and are removed from the text the LLM sees, so y cannot be copied).
+
+Scores:
+- "gradient" (default): each head gets its own zero bias per document in "bias" mode; one
+  backward pass gives score_h = mean_{i≠g} ∂L/∂b_{h,i} − ∂L/∂b_{h,g} (how much boosting g in h
+  alone lowers the loss). One forward+backward per batch scores every head.
+- "attention" (QRHead-style): share of the query tokens' document attention that lands on g.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dreamir.data.text import split_words
+from dreamir.data.training import Example, TokenLimits, tokenize_examples
+from dreamir.models.frozen_lm import FrozenLM
+from dreamir.models.injection import HeadInjection
+from dreamir.models.layout import Layout, pack_batch
+from dreamir.objectives.dream import target_nll
+
+HeadScoring = Literal["gradient", "attention"]
+
+
+@dataclass
+class HeadRanking:
+    scores: np.ndarray  # (layers, heads)
+    method: HeadScoring
+    num_examples: int
+    llm: str
+
+    def top(self, k: int) -> list[tuple[int, int]]:
+        flat = np.argsort(-self.scores, axis=None, kind="stable")[:k]
+        heads = self.scores.shape[1]
+        return [(int(i // heads), int(i % heads)) for i in flat]
+
+    def to_json(self, k: int) -> dict:
+        ranked = self.top(self.scores.size)
+        return {
+            "llm": self.llm,
+            "method": self.method,
+            "num_examples": self.num_examples,
+            "num_layers": int(self.scores.shape[0]),
+            "num_heads": int(self.scores.shape[1]),
+            "k": k,
+            "selected": [list(h) for h in ranked[:k]],
+            "ranking": [{"layer": lay, "head": h, "score": float(self.scores[lay, h])} for lay, h in ranked],
+        }
+
+    def save(self, path: str | os.PathLike, k: int) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(k), indent=1))
+        os.replace(tmp, path)
+        self.plot(path.with_suffix(".png"), k)
+        return path
+
+    def plot(self, path: str | os.PathLike, k: int) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        layers, heads = self.scores.shape
+        fig, ax = plt.subplots(figsize=(max(4, heads * 0.45 + 2), max(3, layers * 0.22 + 1.5)))
+        im = ax.imshow(self.scores, aspect="auto", cmap="viridis", origin="lower")
+        for layer, head in self.top(k):
+            ax.scatter(head, layer, marker="s", facecolors="none", edgecolors="red", s=60, linewidths=1.2)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(f"head scores ({self.method}, {self.num_examples} examples); red = top {k}")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return Path(path)
+
+
+def load_heads(path: str | os.PathLike, k: int | None = None) -> list[tuple[int, int]]:
+    """Read H from a `dreamir heads` JSON (the top k of its ranking if k is given)."""
+    data = json.loads(Path(path).read_text())
+    if k is None:
+        return [tuple(h) for h in data["selected"]]
+    if k > len(data["ranking"]):
+        raise ValueError(f"{path}: asked for {k} heads but the ranking has {len(data['ranking'])}")
+    return [(r["layer"], r["head"]) for r in data["ranking"][:k]]
+
+
+def detection_examples_from_texts(
+    texts: list[str],
+    num_examples: int,
+    num_candidates: int = 8,
+    query_words: int = 32,
+    target_words: int = 32,
+    passage_words: int = 64,
+    seed: int = 0,
+) -> list[Example]:
+    """Label-free detection set: q, y consecutive spans; g a later passage of the same document."""
+    rng = random.Random(seed)
+    split = [split_words(t) for t in texts]
+    need = query_words + target_words + passage_words // 2
+    usable = [i for i, w in enumerate(split) if len(w) >= need]
+    others = [i for i, w in enumerate(split) if len(w) >= passage_words // 2]
+    if not usable or len(others) < num_candidates:
+        raise ValueError(
+            f"too little text for head detection: need documents of ≥{need} words "
+            f"(found {len(usable)}) and ≥{num_candidates} documents in all (found {len(others)})"
+        )
+    rng.shuffle(usable)
+    examples = []
+    for doc in usable[:num_examples]:
+        words = split[doc]
+        q = words[:query_words]
+        y = words[query_words : query_words + target_words]
+        g = words[query_words + target_words :][:passage_words]
+        candidates = []
+        for other in rng.sample([o for o in others if o != doc], num_candidates - 1):
+            ow = split[other]
+            start = rng.randrange(0, max(1, len(ow) - passage_words))
+            candidates.append(" ".join(ow[start : start + passage_words]))
+        pos = rng.randrange(num_candidates)
+        candidates.insert(pos, " ".join(g))
+        examples.append(Example(" ".join(q), " ".join(y), candidates, positive=pos))
+    return examples
+
+
+def examples_from_qrels(
+    folder: str | os.PathLike,
+    split: str,
+    num_examples: int,
+    num_candidates: int = 8,
+    seed: int = 0,
+    target_words: int = 32,
+    passage_words: int = 96,
+) -> list[Example]:
+    """Labelled detection set from BEIR qrels: q = query, g = a relevant document.
+
+    The target y is g's opening words and the LLM sees only the rest of g, so y cannot be copied.
+    """
+    from dreamir.data.beir import load_beir
+
+    data = load_beir(folder, split)
+    rng = random.Random(seed)
+    doc_ids = data.doc_ids
+    query_ids = list(data.queries)
+    rng.shuffle(query_ids)
+    examples = []
+    for qid in query_ids:
+        relevant = [d for d, s in data.qrels[qid].items() if s > 0]
+        if not relevant:
+            continue
+        words = split_words(data.corpus[relevant[0]])
+        if len(words) < target_words + 16:
+            continue
+        candidates = []
+        for other in rng.sample(doc_ids, num_candidates + len(relevant)):
+            if other not in data.qrels[qid] and len(candidates) < num_candidates - 1:
+                candidates.append(" ".join(split_words(data.corpus[other])[:passage_words]))
+        pos = rng.randrange(len(candidates) + 1)
+        candidates.insert(pos, " ".join(words[target_words : target_words + passage_words]))
+        examples.append(Example(data.queries[qid], " ".join(words[:target_words]), candidates, positive=pos))
+        if len(examples) == num_examples:
+            break
+    if not examples:
+        raise ValueError(f"{folder}: no query of split '{split}' has a relevant document of ≥{target_words + 16} words")
+    return examples
+
+
+def score_heads(
+    lm: FrozenLM,
+    examples: list[Example],
+    method: HeadScoring = "gradient",
+    limits: TokenLimits | None = None,
+    layout: Layout = "separate",
+    batch_size: int = 4,
+    show_progress: bool = True,
+) -> HeadRanking:
+    if method not in ("gradient", "attention"):
+        raise ValueError(f"unknown head scoring '{method}'; use 'gradient' or 'attention'")
+    missing = [i for i, ex in enumerate(examples) if ex.positive is None]
+    if missing:
+        raise ValueError(f"head detection needs a 'positive' index in every example (missing in #{missing[:5]})")
+    if not examples:
+        raise ValueError("head detection needs at least one example")
+    tokenized = tokenize_examples(examples, lm.tokenize, limits or TokenLimits())
+    all_heads = [(lay, h) for lay in range(lm.num_layers) for h in range(lm.num_heads)]
+    total = torch.zeros(len(all_heads), dtype=torch.float64)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    batches = range(0, len(examples), batch_size)
+    for start in tqdm(batches, desc=f"score heads ({method})", disable=not show_progress, unit="batch"):
+        exs, toks = examples[start : start + batch_size], tokenized[start : start + batch_size]
+        packed = pack_batch(toks, lm.sink_token_id, pad, layout, lm.dtype).to(lm.device)
+        n_max = int(packed.num_docs.max())
+        doc_mask = torch.arange(n_max, device=lm.device)[None] < packed.num_docs[:, None].to(lm.device)
+        positive = torch.tensor([ex.positive for ex in exs], device=lm.device)
+        is_pos = torch.nn.functional.one_hot(positive, n_max).bool()
+        if method == "gradient":
+            bias = torch.zeros((len(exs), len(all_heads), n_max), dtype=lm.dtype, device=lm.device, requires_grad=True)
+            uniform = -torch.log(packed.num_docs.to(lm.dtype).to(lm.device))[:, None, None]
+            injection = HeadInjection(
+                all_heads, uniform + bias, packed.doc_index, packed.inject_rows, packed.num_docs, mode="bias"
+            )
+            # Sum over examples so each example's gradient is its own ∂L_b/∂b_b.
+            target_nll(lm, packed, injection).sum().backward()
+            grad = bias.grad.double()  # (B, heads, N)
+            neg = (grad * (~is_pos & doc_mask)[:, None]).sum(-1) / (doc_mask.sum(-1, keepdim=True) - 1).clamp_min(1)
+            pos = (grad * is_pos[:, None]).sum(-1)
+            total += (neg - pos).sum(0).cpu()
+        else:
+            with torch.no_grad():
+                zero = torch.zeros((len(exs), n_max), dtype=lm.dtype, device=lm.device)
+                injection = HeadInjection(
+                    [],
+                    zero,
+                    packed.doc_index,
+                    packed.inject_rows,
+                    packed.num_docs,
+                    record_rows=packed.query_rows,
+                )
+                target_nll(lm, packed, injection)
+            for layer, share in injection.recorded_doc_mass.items():  # share: (B, heads, N)
+                on_gold = (share.double() * is_pos[:, None]).sum(-1)
+                total[layer * lm.num_heads : (layer + 1) * lm.num_heads] += on_gold.sum(0).cpu()
+    scores = (total / len(examples)).view(lm.num_layers, lm.num_heads).numpy()
+    return HeadRanking(scores=scores, method=method, num_examples=len(examples), llm=lm.source)
+
+
+def default_head_count(num_layers: int, num_heads: int) -> int:
+    """16 (METHOD §1.2), or every head for models with fewer."""
+    return min(16, num_layers * num_heads)

@@ -1,0 +1,182 @@
+"""The frozen causal LLM whose next-token loss supervises the retriever.
+
+Loads any causal LM (hub name, local folder, or GGUF file through transformers' gguf support),
+freezes it, and switches its attention to dreamir's registered attention function so that
+scores can be injected into selected heads (see `injection.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dreamir.assets import ModelSource, cache_dir, resolve_model
+from dreamir.models.injection import ATTENTION_NAME, register_attention
+
+log = logging.getLogger(__name__)
+
+# Architectures whose attention modules are known to route through AttentionInterface with
+# the (module, query, key, value, mask, scaling, ...) contract, and that tests cover.
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gemma3_text")
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
+    if name not in table:
+        raise ValueError(f"unknown dtype '{name}'; use one of {sorted(table)}")
+    return table[name]
+
+
+def check_supported(model: nn.Module) -> None:
+    model_type = getattr(model.config, "model_type", "?")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"frozen LLM architecture '{model_type}' is not supported for score injection; "
+            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}. Each architecture needs its attention "
+            "path checked against the injection identities (tests/test_injection.py) before use."
+        )
+
+
+@dataclass
+class FrozenLM:
+    """A frozen causal LM plus its tokenizer, ready for injected forward passes."""
+
+    model: nn.Module  # *ForCausalLM
+    tokenizer: object
+    source: str
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The transformer body (no LM head), so logits are only computed where needed."""
+        return self.model.get_decoder()
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def sink_token_id(self) -> int | None:
+        """Token every document and the query attend to (the shared BOS of the layout)."""
+        tok = self.tokenizer
+        if getattr(tok, "bos_token_id", None) is not None:
+            return int(tok.bos_token_id)
+        if getattr(tok, "eos_token_id", None) is not None:
+            return int(tok.eos_token_id)
+        return None
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits for selected hidden rows (applies Gemma-style final soft-capping)."""
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @classmethod
+    def from_model(cls, model: nn.Module, tokenizer: object, source: str = "<in-memory>") -> FrozenLM:
+        """Wrap an already built model (tests build tiny ones from configs)."""
+        check_supported(model)
+        register_attention()
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.set_attn_implementation(ATTENTION_NAME)
+        return cls(model=model, tokenizer=tokenizer, source=source)
+
+    @classmethod
+    def load(
+        cls,
+        spec: str,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "fp32",
+        use_cache: bool = True,
+    ) -> FrozenLM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = resolve_model(spec)
+        torch_dtype = parse_dtype(dtype)
+        if source.gguf_file and use_cache:
+            source = _dequantised_copy(source)
+        kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source.name_or_path, dtype=torch_dtype, **kwargs)
+        except OSError as err:
+            raise FileNotFoundError(f"could not load frozen LLM '{spec}' ({source.describe()}): {err}") from err
+        model.to(device=device, dtype=torch_dtype)
+        return cls.from_model(model, tokenizer, source=source.describe())
+
+
+def _dequantised_copy(source: ModelSource) -> ModelSource:
+    """Return a plain safetensors copy of a GGUF model, building it once.
+
+    De-quantising a GGUF file takes ~20 s for a 135M model on 2 cores; the plain copy loads in
+    about 1 s. The copy is written to a temp folder and renamed, so a killed run leaves no half copy.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(source.name_or_path) / str(source.gguf_file)
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "gguf-plain" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").exists():
+        return ModelSource(str(target))
+    log.info("de-quantising %s once into %s", gguf_path, target)
+    tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, gguf_file=source.gguf_file)
+    quantised = AutoModelForCausalLM.from_pretrained(
+        source.name_or_path, gguf_file=source.gguf_file, dtype=torch.float32
+    )
+    # A model loaded from GGUF refuses save_pretrained; rebuild it plainly from its config.
+    plain = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():  # lost a race with another process: fine
+            raise
+    return ModelSource(str(target))

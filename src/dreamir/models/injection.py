@@ -1,0 +1,223 @@
+"""Score injection into selected attention heads, through transformers' AttentionInterface.
+
+The frozen LLM's attention modules call whatever function is registered under
+`config._attn_implementation`. dreamir registers one (`ATTENTION_NAME`) that behaves exactly
+like SDPA unless the forward call carries a `dreamir_injection` keyword (transformers passes
+unknown keywords down to the attention function). With it, the heads in H get an additive
+per-(row, document) offset on their pre-softmax logits for the rows of the [q][y] segment
+(METHOD §1.2):
+
+- "bias":     z'_{t,j} = z_{t,j} + log(N_b · w_i)              for key j in document i
+- "reweight": z'_{t,j} = z_{t,j} − LSE_{d_i}(z_t) + LSE_D(z_t) + log w_i
+
+Heads not in H and rows outside the injected segment go through SDPA unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+ATTENTION_NAME = "dreamir"
+InjectionMode = Literal["bias", "reweight"]
+SELF_SHARE = "self_share"  # diagnostic weights for "reweight": each row's own document share (a no-op)
+
+
+@dataclass
+class HeadInjection:
+    """What to inject in one forward pass.
+
+    heads:       the head set H as (layer, head) pairs; the order indexes `log_weights`' head axis.
+    log_weights: log w, normalised over each example's documents. Shape (B, N) — shared by all
+                 heads in H — or (B, |H|, N) — one distribution per head (head selection uses
+                 this) — or (B, |H|, L, N) — one per head and row. May also be SELF_SHARE.
+    doc_index:   (B, L) document index of each key position, -1 for non-document tokens.
+    inject_rows: (B, L) bool, the rows whose attention is modified (the [q][y] segment).
+    num_docs:    (B,) number of real documents per example (N_b in the bias formula).
+    record_rows: optional (B, L) bool; when set, the attention mass of these rows on each
+                 document is recorded per layer for every head (QRHead-style head scoring).
+    """
+
+    heads: list[tuple[int, int]]
+    log_weights: torch.Tensor | str
+    doc_index: torch.Tensor
+    inject_rows: torch.Tensor
+    num_docs: torch.Tensor
+    mode: InjectionMode = "bias"
+    record_rows: torch.Tensor | None = None
+    recorded_doc_mass: dict[int, torch.Tensor] = field(default_factory=dict)
+    _by_layer: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("bias", "reweight"):
+            raise ValueError(f"unknown injection mode '{self.mode}'; use 'bias' or 'reweight'")
+        if isinstance(self.log_weights, str) and (self.log_weights != SELF_SHARE or self.mode != "reweight"):
+            raise ValueError("log_weights may only be the string 'self_share', and only in 'reweight' mode")
+        grouped: dict[int, tuple[list[int], list[int]]] = {}
+        for slot, (layer, head) in enumerate(self.heads):
+            heads, slots = grouped.setdefault(int(layer), ([], []))
+            heads.append(int(head))
+            slots.append(slot)
+        device = self.doc_index.device
+        self._by_layer = {
+            layer: (torch.tensor(h, device=device), torch.tensor(s, device=device)) for layer, (h, s) in grouped.items()
+        }
+
+    @property
+    def max_docs(self) -> int:
+        return int(self.num_docs.max().item()) if self.num_docs.numel() else 0
+
+    def layer_heads(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(head indices, slots in `heads`) for a layer, or None if no head of it is in H."""
+        return self._by_layer.get(layer)
+
+    def _weights_for(self, slots: torch.Tensor) -> torch.Tensor:
+        """log w as (B, h_sel, R, N) with R = 1 or L."""
+        lw = self.log_weights
+        assert isinstance(lw, torch.Tensor)
+        if lw.dim() == 2:
+            return lw[:, None, None, :]
+        if lw.dim() == 3:
+            return lw[:, slots, None, :]
+        if lw.dim() == 4:
+            return lw[:, slots]
+        raise ValueError(f"log_weights must have 2, 3 or 4 dims, got shape {tuple(lw.shape)}")
+
+    def logit_offsets(self, scores: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Additive offsets (B, h_sel, L, L) for the masked pre-softmax scores of the selected heads."""
+        n_docs = max(self.max_docs, 1)
+        membership = F.one_hot(self.doc_index.clamp_min(-1) + 1, n_docs + 1)[..., 1:]  # (B, L, N)
+        membership = membership.to(scores.dtype)
+        if self.mode == "bias":
+            per_doc = self._weights_for(slots) + torch.log(self.num_docs.to(scores.dtype))[:, None, None, None]
+        else:
+            per_doc = self._reweight_offsets(scores, membership, slots)
+        # Padding documents own no key positions; zero them so -inf weights cannot make 0·inf = NaN.
+        doc_exists = torch.arange(n_docs, device=scores.device)[None, :] < self.num_docs[:, None]
+        per_doc = torch.where(doc_exists[:, None, None, :], per_doc, torch.zeros((), dtype=per_doc.dtype))
+        # Spread per-document offsets onto that document's key positions; non-document keys get 0.
+        per_key = per_doc @ membership.transpose(1, 2)[:, None]  # (B, h, R, L)
+        return per_key * self.inject_rows[:, None, :, None].to(scores.dtype)
+
+    def _reweight_offsets(self, scores: torch.Tensor, membership: torch.Tensor, slots: torch.Tensor):
+        # Per-row log-sum-exp inside each document, via one matmul of exp(z − rowmax) with the
+        # document membership matrix (memory O(L·N), not O(L·L·N)).
+        z = scores.float()
+        row_max = z.amax(dim=-1, keepdim=True).detach().clamp_min(-1e30)
+        mass = torch.exp(z - row_max) @ membership.float()[:, None]  # (B, h, L, N)
+        tiny = torch.finfo(torch.float32).tiny
+        lse_doc = torch.log(mass.clamp_min(tiny)) + row_max
+        lse_all_docs = torch.log(mass.sum(-1, keepdim=True).clamp_min(tiny)) + row_max
+        if isinstance(self.log_weights, str):  # SELF_SHARE: w_i = m_i / M_t
+            log_w = (lse_doc - lse_all_docs).detach()
+        else:
+            log_w = self._weights_for(slots).float()
+        return (log_w - lse_doc + lse_all_docs).to(scores.dtype)
+
+    def record(self, layer: int, probs: torch.Tensor) -> None:
+        """Store mean (over record_rows) share of each document in the rows' document mass."""
+        assert self.record_rows is not None
+        n_docs = max(self.max_docs, 1)
+        membership = F.one_hot(self.doc_index.clamp_min(-1) + 1, n_docs + 1)[..., 1:].to(probs.dtype)
+        doc_mass = probs @ membership[:, None]  # (B, H, L, N)
+        share = doc_mass / doc_mass.sum(-1, keepdim=True).clamp_min(1e-12)
+        rows = self.record_rows[:, None, :, None].to(probs.dtype)
+        self.recorded_doc_mass[layer] = ((share * rows).sum(2) / rows.sum(2).clamp_min(1)).detach()
+
+
+def _repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
+    if groups == 1:
+        return states
+    return states.repeat_interleave(groups, dim=1)
+
+
+def _masked_scores(query, key, mask, scaling, softcap):
+    scores = (query @ key.transpose(-1, -2)) * scaling
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    return scores + mask if mask is not None else scores
+
+
+def dreamir_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    dreamir_injection: HeadInjection | None = None,
+    dreamir_positions: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Attention with optional score injection. Shapes follow transformers: q (B, h, L, d)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if dreamir_injection is None and dreamir_positions is None:
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            sliding_window=sliding_window,
+            softcap=softcap,
+            **kwargs,
+        )
+    if attention_mask is None:
+        raise ValueError("dreamir's layout always passes an explicit 4D attention mask")
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    groups = query.shape[1] // key.shape[1]
+    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
+    mask = attention_mask[..., : key.shape[-2]]
+    if sliding_window is not None and dreamir_positions is not None:
+        # Sliding-window layers (Gemma3, some Qwen2) see keys less than `window` positions back.
+        distance = dreamir_positions[:, None, :, None] - dreamir_positions[:, None, None, :]
+        mask = mask.masked_fill(distance >= sliding_window, torch.finfo(mask.dtype).min)
+
+    if softcap:
+        probs = torch.softmax(_masked_scores(query, key, mask, scaling, softcap).float(), -1).to(query.dtype)
+        out = probs @ value
+    else:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling)
+
+    inj = dreamir_injection
+    if inj is not None:
+        layer = int(module.layer_idx)
+        selected = inj.layer_heads(layer)
+        if inj.record_rows is not None:
+            probs_all = torch.softmax(_masked_scores(query, key, mask, scaling, softcap).float(), -1)
+            inj.record(layer, probs_all)
+        if selected is not None:
+            heads, slots = selected
+            scores = _masked_scores(query[:, heads], key[:, heads], mask, scaling, softcap)
+            scores = scores + inj.logit_offsets(scores, slots)
+            probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+            out = out.index_copy(1, heads, probs @ value[:, heads])
+    return out.transpose(1, 2).contiguous(), None
+
+
+_registered = False
+
+
+def register_attention() -> None:
+    """Register dreamir's attention (and the standard SDPA mask builder for it) with transformers."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, dreamir_attention)
+    # Without a registered mask function transformers passes attention_mask=None to custom
+    # attention (METHOD §5), which would make plain calls non-causal. SDPA's mask keeps them causal.
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
+    _registered = True

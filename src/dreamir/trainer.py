@@ -1,0 +1,326 @@
+"""Training loop: AdamW, warm-up, accumulation, atomic checkpoints, exact resume.
+
+Run folder layout:
+    config.yaml        the validated configuration
+    heads.json/.png    the head set H used (copied or selected at start)
+    log.jsonl          one line of metrics per optimiser step
+    checkpoints/       step-NNNNNNN.pt (retriever's trainable weights, optimiser, schedule, RNG)
+    retriever/         the exported sentence-transformers model (written at the end)
+
+Resume restores weights, optimiser, schedule, RNG states and the position in the data order,
+so an interrupted run ends with the same weights as an uninterrupted one with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dreamir.config import RunConfig, dump_config
+from dreamir.data.training import DataStats, Example, TokenLimits, load_examples, tokenize_examples
+from dreamir.heads import detection_examples_from_texts, load_heads, score_heads
+from dreamir.models.frozen_lm import FrozenLM, parse_dtype
+from dreamir.models.layout import TokenizedExample
+from dreamir.models.retriever import LoraSettings, Retriever
+from dreamir.objectives.dream import DreamObjective, DreamSettings
+
+log = logging.getLogger(__name__)
+
+_KILL_ENV = "DREAMIR_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after this step
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    retriever_dir: Path
+    steps: int
+    loss_start: float  # mean batch loss over the first quarter of the steps run now
+    loss_end: float  # ... and over the last quarter (different batches: a trend, not a paired test)
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_retriever(config: RunConfig) -> Retriever:
+    rc = config.retriever
+    lora = LoraSettings(**rc.lora.model_dump()) if rc.lora else None
+    return Retriever.load(
+        rc.name,
+        pooling=rc.pooling,
+        query_prefix=rc.query_prefix,
+        doc_prefix=rc.doc_prefix,
+        max_length=rc.max_length,
+        lora=lora,
+        device=config.device,
+        dtype=parse_dtype(config.dtype),
+    )
+
+
+def _limits(config: RunConfig) -> TokenLimits:
+    return TokenLimits(**config.data.limits.model_dump())
+
+
+def resolve_heads(config: RunConfig, lm: FrozenLM, examples: list[Example], run_dir: Path) -> list[tuple[int, int]]:
+    """H from the configured heads file, or selected now from the training texts (label-free)."""
+    target = run_dir / "heads.json"
+    count = lm.num_layers * lm.num_heads if config.heads.count == "all" else int(config.heads.count)
+    if config.heads.file:
+        heads = load_heads(config.heads.file, count)
+        src = Path(config.heads.file)
+        if src.resolve() != target.resolve():
+            shutil.copyfile(src, target)
+            if src.with_suffix(".png").exists():
+                shutil.copyfile(src.with_suffix(".png"), target.with_suffix(".png"))
+        return heads
+    if target.exists():  # selected by an earlier (interrupted) attempt of this run
+        return load_heads(target, count)
+    texts = [f"{ex.query} {ex.target}" for ex in examples]
+    # Span sizes follow the data: q, y and the helpful passage each about a third of a typical text.
+    typical = sorted(len(t.split()) for t in texts)[len(texts) // 2]
+    words = max(4, min(32, typical // 3))
+    detection = detection_examples_from_texts(
+        texts,
+        config.heads.detection_examples,
+        num_candidates=min(8, len(texts)),
+        query_words=words,
+        target_words=words,
+        passage_words=2 * words,
+        seed=config.seed,
+    )
+    ranking = score_heads(lm, detection, config.heads.scoring, _limits(config), config.dream.layout)
+    ranking.save(target, count)
+    return ranking.top(count)
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: RunConfig,
+        lm: FrozenLM | None = None,
+        retriever: Retriever | None = None,
+        examples: list[Example] | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+        self.show_progress = show_progress
+        seed_everything(config.seed)
+        self.stats = DataStats()
+        if examples is None:
+            if not config.data.train:
+                raise ValueError("no training data: set data.train (a JSONL of query/target/candidates)")
+            examples = load_examples(config.data.train, self.stats)
+        if config.data.max_examples:
+            examples = examples[: config.data.max_examples]
+        if not examples:
+            raise ValueError(f"no usable training examples ({self.stats.summary()})")
+        self.examples = examples
+        self.lm = lm or FrozenLM.load(config.llm.name, device=config.device, dtype=config.dtype)
+        self.tokenized: list[TokenizedExample] = tokenize_examples(
+            examples, self.lm.tokenize, _limits(config), self.stats
+        )
+        self.retriever = retriever or build_retriever(config)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        heads = resolve_heads(config, self.lm, examples, self.run_dir)
+        self.objective = DreamObjective(
+            self.lm,
+            self.retriever,
+            DreamSettings(
+                heads=heads,
+                temperature=config.dream.temperature,
+                mode=config.dream.mode,
+                layout=config.dream.layout,
+            ),
+        )
+        params = [p for p in self.retriever.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+
+    # ------------------------------------------------------------------ schedule and data order
+    def _lr_factor(self, step: int) -> float:
+        tc = self.config.train
+        if tc.warmup_steps and step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        if tc.schedule == "constant":
+            return 1.0
+        remaining = tc.max_steps - tc.warmup_steps
+        return max(0.0, (tc.max_steps - step) / remaining) if remaining > 0 else 1.0
+
+    def _micro_batch(self, index: int) -> list[int]:
+        """Example indices of global micro-batch `index`: a fresh seeded permutation each epoch."""
+        size = self.config.train.batch_size
+        per_epoch = max(1, len(self.examples) // size) if len(self.examples) >= size else 1
+        epoch, within = divmod(index, per_epoch)
+        order = list(range(len(self.examples)))
+        random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
+        return order[within * size : (within + 1) * size]
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_path(self, step: int) -> Path:
+        return self.run_dir / "checkpoints" / f"step-{step:07d}.pt"
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "step": self.step,
+            "retriever": self.retriever.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+            },
+            "config": self.config.model_dump(),
+        }
+        path = self._checkpoint_path(self.step)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a reader sees the old set of files or the new one
+        for old in sorted(self.run_dir.glob("checkpoints/step-*.pt"))[: -self.config.train.keep_checkpoints]:
+            old.unlink()
+        return path
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.run_dir.glob("checkpoints/step-*.pt"))
+        return found[-1] if found else None
+
+    def resume(self) -> bool:
+        path = self.latest_checkpoint()
+        if path is None:
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.retriever.load_trainable_state(state["retriever"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        self.step = int(state["step"])
+        self._truncate_log(self.step)
+        log.info("resumed from %s (step %d)", path, self.step)
+        return True
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines of steps after the checkpoint: they will be trained again."""
+        path = self.run_dir / "log.jsonl"
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        tmp = path.with_name("log.jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, resume: bool = False) -> TrainResult:
+        tc = self.config.train
+        dump_config(self.config, self.run_dir / "config.yaml")
+        if resume:
+            self.resume()
+        elif self.latest_checkpoint() is not None:
+            raise FileExistsError(
+                f"{self.run_dir} already has checkpoints; pass --resume to continue it or choose another run_dir"
+            )
+        print(f"[dreamir] {len(self.examples)} training examples; data: {self.stats.summary()}")
+        kill_at = int(os.environ.get(_KILL_ENV, "0") or 0)
+        self.retriever.train()
+        start_time = time.perf_counter()
+        losses: list[float] = []
+        bar = tqdm(
+            total=tc.max_steps,
+            initial=self.step,
+            desc="train dream",
+            unit="step",
+            disable=not self.show_progress,
+        )
+        with open(self.run_dir / "log.jsonl", "a") as log_file:
+            while self.step < tc.max_steps:
+                t0 = time.perf_counter()
+                metrics = self._optimizer_step()
+                self.step += 1
+                seconds = time.perf_counter() - t0
+                n_ex = tc.batch_size * tc.grad_accum
+                metrics.update(
+                    step=self.step,
+                    lr=self.scheduler.get_last_lr()[0],
+                    seconds=seconds,
+                    examples_per_s=n_ex / seconds,
+                )
+                log_file.write(json.dumps(metrics) + "\n")
+                log_file.flush()
+                losses.append(metrics["loss"])
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", ex_s=f"{metrics['examples_per_s']:.2f}")
+                bar.update(1)
+                if self.step % tc.checkpoint_every == 0 or self.step == tc.max_steps:
+                    self.save_checkpoint()
+                if kill_at and self.step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        bar.close()
+        retriever_dir = export_with_heads(self.retriever, self.run_dir, self.run_dir / "retriever")
+        quarter = max(1, len(losses) // 4)
+        return TrainResult(
+            self.run_dir,
+            retriever_dir,
+            self.step,
+            float(np.mean(losses[:quarter])) if losses else float("nan"),
+            float(np.mean(losses[-quarter:])) if losses else float("nan"),
+            time.perf_counter() - start_time,
+        )
+
+    def _optimizer_step(self) -> dict:
+        tc = self.config.train
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for micro in range(tc.grad_accum):
+            idx = self._micro_batch(self.step * tc.grad_accum + micro)
+            out = self.objective([self.examples[i] for i in idx], [self.tokenized[i] for i in idx])
+            (out.loss / tc.grad_accum).backward()
+            for key, value in out.metrics.items():
+                totals[key] = totals.get(key, 0.0) + value / tc.grad_accum
+        params = [p for p in self.retriever.parameters() if p.requires_grad]
+        if tc.max_grad_norm is not None:
+            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        return totals
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Export a run's latest checkpoint (or its final retriever) as a sentence-transformers folder."""
+    from dreamir.config import load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a dreamir run (no config.yaml)")
+    config = load_config(run_dir / "config.yaml")
+    found = sorted(run_dir.glob("checkpoints/step-*.pt"))
+    if not found:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
+    retriever = build_retriever(config)
+    state = torch.load(found[-1], map_location="cpu", weights_only=False)
+    retriever.load_trainable_state(state["retriever"])
+    return export_with_heads(retriever, run_dir, out)
+
+
+def export_with_heads(retriever: Retriever, run_dir: Path, out: str | os.PathLike) -> Path:
+    path = retriever.export(out)
+    heads = run_dir / "heads.json"
+    if heads.exists():  # keep H with the trained model (METHOD §1.4)
+        shutil.copyfile(heads, Path(path) / "dreamir_heads.json")
+    return path

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dreamir.config import ConfigError, load_config, parse_override
+from dreamir.eval.metrics import evaluate_run
+
+
+def test_defaults_follow_the_method_spec():
+    config = load_config()
+    assert config.dream.temperature == 0.05 and config.dream.mode == "bias" and config.dream.layout == "separate"
+    assert config.heads.count == 16 and config.heads.scoring == "gradient"
+
+
+def test_unknown_key_and_wrong_type_name_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: fast\n  batchsize: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "train.lr" in text and "train.batchsize: unknown key" in text and str(path) in text
+
+
+def test_overrides_apply_and_are_validated():
+    config = load_config(None, dict([parse_override("train.lr=1e-4"), parse_override("dream.mode=reweight")]))
+    assert config.train.lr == 1e-4 and config.dream.mode == "reweight"
+    with pytest.raises(ConfigError, match=r"dream\.mode"):
+        load_config(None, {"dream.mode": "multiply"})
+    with pytest.raises(ConfigError, match=r"KEY=VALUE"):
+        parse_override("train.lr")
+
+
+def test_metrics_match_a_hand_computation():
+    qrels = {"q1": {"d1": 1, "d3": 1}, "q2": {"d2": 2}}
+    run = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}, "q2": {"d1": 5.0, "d2": 4.0}}
+    m = evaluate_run(qrels, run)
+    # q1: relevant at ranks 1 and 3; q2: the (grade-2) relevant document at rank 2.
+    ndcg_q1 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    ndcg_q2 = (2 / math.log2(3)) / 2  # trec_eval's nDCG uses the grade itself as the gain
+    assert m["ndcg@10"] == pytest.approx((ndcg_q1 + ndcg_q2) / 2, abs=1e-6)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
+    assert m["recall@100"] == pytest.approx(1.0)
+    assert m["map@100"] == pytest.approx(((1 + 2 / 3) / 2 + 1 / 2) / 2)
+
+
+def test_queries_missing_from_the_run_count_as_zero():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    m = evaluate_run(qrels, {"q1": {"d1": 1.0}})
+    assert m["mrr@10"] == pytest.approx(0.5) and m["ndcg@10"] == pytest.approx(0.5)

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dreamir.data.jsonl import DataError
+from dreamir.data.text import BuildSettings, build_self_supervised, chunk_text
+from dreamir.data.training import DataStats, TokenLimits, load_examples, tokenize_examples
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+GOOD = json.dumps({"query": "what causes scurvy", "target": "vitamin c deficiency", "candidates": ["a", "b"]})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"query": "q", "target": "t", "candidates": ["a"]', "line 2: malformed JSON"),
+        ('["not", "an", "object"]', "line 2: expected a JSON object"),
+        ('{"target": "t", "candidates": ["a"]}', "line 2: field 'query': missing"),
+        ('{"query": 3, "target": "t", "candidates": ["a"]}', "line 2: field 'query': expected a string"),
+        ('{"query": "q", "target": "t"}', "line 2: field 'candidates': missing"),
+        ('{"query": "q", "target": "t", "candidates": "a"}', "line 2: field 'candidates': expected a list"),
+        ('{"query": "q", "target": "t", "candidates": ["a"], "positive": 4}', "line 2: field 'positive'"),
+    ],
+)
+def test_bad_training_lines_name_file_line_and_field(tmp_path, line, message):
+    path = write_lines(tmp_path / "train.jsonl", [GOOD, line])
+    with pytest.raises(DataError) as err:
+        load_examples(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_non_utf8_bytes_are_reported_with_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(GOOD.encode() + b"\n" + b'{"query": "\xff\xfe"}\n')
+    with pytest.raises(DataError, match="line 2: not valid UTF-8"):
+        load_examples(path)
+
+
+def test_imperfect_lines_are_skipped_and_counted(tmp_path):
+    rows = [
+        GOOD,
+        json.dumps({"query": " ", "target": "t", "candidates": ["a"]}),
+        json.dumps({"query": "q", "target": "", "candidates": ["a"]}),
+        json.dumps({"query": "q", "target": "t", "candidates": []}),
+        json.dumps({"query": "q", "target": "t", "candidates": ["", "x", "x", "y"], "positive": 2}),
+        "",
+    ]
+    stats = DataStats()
+    examples = load_examples(write_lines(tmp_path / "t.jsonl", rows), stats)
+    assert len(examples) == 2
+    assert examples[1].candidates == ["x", "y"] and examples[1].positive == 0
+    assert stats.counts == {
+        "examples": 2,
+        "skipped_empty_query": 1,
+        "skipped_empty_target": 1,
+        "skipped_no_candidates": 1,
+        "dropped_empty_candidate": 1,
+        "dropped_duplicate_candidate": 1,
+    }
+
+
+def test_truncation_is_counted(tmp_path):
+    from dreamir.data.training import Example
+
+    def tokenize(text):
+        return list(range(len(text.split())))
+
+    stats = DataStats()
+    ex = Example("a b c d e", "f g", ["h i j k l m n"])
+    tok = tokenize_examples([ex], tokenize, TokenLimits(query=3, target=5, doc=4), stats)[0]
+    assert (len(tok.query), len(tok.target), len(tok.docs[0])) == (3, 2, 4)
+    assert stats.counts == {"truncated_query": 1, "truncated_candidate": 1}
+
+
+def test_chunking_respects_sentences_and_cuts_huge_ones():
+    text = "One two three four. Five six seven eight. " + " ".join(f"w{i}" for i in range(25))
+    chunks = chunk_text(text, chunk_words=10, min_words=2)
+    assert chunks[0] == "One two three four. Five six seven eight."
+    assert all(len(c.split()) <= 10 for c in chunks)
+    assert sum(len(c.split()) for c in chunks) == 33
+
+
+def test_self_supervised_examples_never_contain_their_own_chunk():
+    words = ["protein", "cell", "gene", "tumor", "blood", "heart", "brain", "acid", "mouse", "human"]
+    texts = [" ".join(words[(i + j) % 10] + f"{i}" for j in range(30)) + "." for i in range(12)]
+    settings = BuildSettings(num_candidates=3, chunk_words=30, min_words=10, seed=1)
+    first = build_self_supervised(texts, settings, show_progress=False)
+    again = build_self_supervised(texts, settings, show_progress=False)
+    assert [(e.query, e.candidates) for e in first] == [(e.query, e.candidates) for e in again]
+    for ex in first:
+        own = f"{ex.query} {ex.target}"
+        assert own not in ex.candidates and len(ex.candidates) == 3
+        assert len(set(ex.candidates)) == 3
+
+
+def test_too_little_text_is_a_clear_error():
+    with pytest.raises(ValueError, match="need more than"):
+        build_self_supervised(["short text only"], BuildSettings(min_words=1), show_progress=False)

@@ -1,0 +1,99 @@
+"""Integration: the real frozen SmolLM2-135M and the real all-MiniLM-L6-v2 (skipped when absent)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import require_alias, require_beir
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    require_alias("smollm2-135m-instruct")
+    from dreamir.models.frozen_lm import FrozenLM
+
+    return FrozenLM.load("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def slice_examples():
+    from dreamir.data.text import BuildSettings, build_self_supervised, read_corpus_texts
+
+    folder = require_beir("scifact")
+    texts = read_corpus_texts(folder / "corpus.jsonl")[:200]
+    return build_self_supervised(
+        texts, BuildSettings(num_candidates=4, chunk_words=40, max_examples=8, seed=0), show_progress=False
+    )
+
+
+def test_smollm2_is_a_real_language_model(smollm2):
+    """Guards against random or mis-loaded weights: plain English must be predictable."""
+    from dreamir.models.layout import TokenizedExample, pack_batch
+    from dreamir.objectives.dream import target_nll
+
+    ids = smollm2.tokenize("The capital of France is Paris. The capital of Germany is Berlin.")
+    ex = TokenizedExample(query=ids[:6], target=ids[6:], docs=[])
+    pb = pack_batch([ex], smollm2.sink_token_id, 0, "concat")
+    with torch.no_grad():
+        nll = float(target_nll(smollm2, pb, None)[0])
+    assert nll < 3.0, f"per-token loss {nll:.2f} nats: weights look wrong"
+
+
+def test_thirty_dream_steps_lower_the_loss_and_change_the_retriever(smollm2, slice_examples, tmp_path):
+    require_alias("all-minilm-l6-v2")
+    from dreamir.config import load_config
+    from dreamir.data.training import TokenLimits, tokenize_examples
+    from dreamir.trainer import Trainer
+
+    config = load_config(
+        None,
+        {
+            "run_dir": str(tmp_path / "run"),
+            "retriever.name": "all-minilm-l6-v2",
+            "data.limits": {"query": 32, "target": 32, "doc": 48},
+            "heads.count": 16,
+            "heads.detection_examples": 8,
+            "train.batch_size": 2,
+            "train.lr": 3e-4,
+            "train.warmup_steps": 2,
+            "train.max_steps": 30,
+            "train.schedule": "constant",
+            "train.checkpoint_every": 30,
+        },
+    )
+    trainer = Trainer(config, lm=smollm2, examples=slice_examples, show_progress=False)
+    tokenized = tokenize_examples(slice_examples, smollm2.tokenize, TokenLimits(32, 32, 48))
+
+    def slice_loss() -> float:
+        trainer.retriever.eval()
+        with torch.no_grad():
+            loss = float(trainer.objective(slice_examples, tokenized).loss)
+        trainer.retriever.train()
+        return loss
+
+    before_loss = slice_loss()
+    before = {n: p.detach().clone() for n, p in trainer.retriever.named_parameters()}
+    trainer.train()
+    after_loss = slice_loss()
+    moved = max(float((p - before[n]).abs().max()) for n, p in trainer.retriever.named_parameters())
+    print(f"slice loss {before_loss:.4f} -> {after_loss:.4f}; max weight change {moved:.2e}")
+    assert after_loss < before_loss - 1e-3
+    assert moved > 1e-4
+
+
+def test_minilm_export_matches_sentence_transformers(tmp_path):
+    require_alias("all-minilm-l6-v2")
+    from sentence_transformers import SentenceTransformer
+
+    from dreamir.models.retriever import Retriever
+
+    texts = ["what causes scurvy", "Vitamin C deficiency leads to scurvy, a disease of collagen synthesis."]
+    retriever = Retriever.load("all-minilm-l6-v2")
+    out = retriever.export(tmp_path / "minilm")
+    original = SentenceTransformer(retriever.source).encode(texts)
+    np.testing.assert_allclose(retriever.encode(texts, "document"), original, atol=1e-5)
+    np.testing.assert_allclose(SentenceTransformer(str(out)).encode(texts, prompt_name="document"), original, atol=1e-5)

@@ -1,0 +1,120 @@
+"""Trainer on tiny models: checkpoints, exact resume after a SIGKILL, export, clean CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dreamir.testing import WORDS
+
+
+def write_train_data(path, n=10, seed=0):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            sent = lambda k: " ".join(rng.choice(WORDS[:70], size=k))  # noqa: E731
+            f.write(json.dumps({"query": sent(6), "target": sent(6), "candidates": [sent(8) for _ in range(3)]}) + "\n")
+    return path
+
+
+def write_config(tmp_path, llm_dir, encoder_dir, run_name, steps=6):
+    data = write_train_data(tmp_path / "train.jsonl")
+    config = {
+        "run_dir": str(tmp_path / run_name),
+        "seed": 7,
+        "llm": {"name": str(llm_dir)},
+        "retriever": {"name": str(encoder_dir)},
+        "data": {"train": str(data)},
+        "heads": {"count": 4, "detection_examples": 4},
+        "train": {"batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "max_steps": steps, "checkpoint_every": 2},
+    }
+    path = tmp_path / f"{run_name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def dreamir(*args, env_extra=None, check=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dreamir.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dreamir {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def final_state(run_dir):
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+    return torch.load(ckpts[-1], weights_only=False)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    straight = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "straight")
+    dreamir("train", "--config", str(straight))
+
+    killed = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "killed")
+    proc = dreamir("train", "--config", str(killed), env_extra={"DREAMIR_KILL_AT_STEP": "3"}, check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # really killed, mid-run, after step 3
+    run = tmp_path / "killed"
+    assert [p.name for p in sorted((run / "checkpoints").glob("*.pt"))] == ["step-0000002.pt"]
+    assert not list((run / "checkpoints").glob("*.tmp"))
+    again = dreamir("train", "--config", str(killed), check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite silently
+    dreamir("train", "--config", str(killed), "--resume")
+
+    a, b = final_state(tmp_path / "straight"), final_state(run)
+    assert a["step"] == b["step"] == 6
+    for name, value in a["retriever"].items():
+        torch.testing.assert_close(b["retriever"][name], value, atol=1e-6, rtol=0)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]  # no duplicate lines after the resume
+    straight_log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in straight_log], rel=1e-5)
+
+    # The run's exported model loads with sentence-transformers; `export` gives the same model.
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "exported"
+    dreamir("export", "--run", str(run), "--out", str(out))
+    assert (out / "dreamir_heads.json").exists()
+    texts = ["what causes scurvy"]
+    e1 = SentenceTransformer(str(out)).encode(texts, prompt_name="query")
+    e2 = SentenceTransformer(str(run / "retriever")).encode(texts, prompt_name="query")
+    np.testing.assert_allclose(e1, e2, atol=1e-6)
+
+
+def test_training_changes_the_retriever_and_logs(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    from dreamir.config import load_config
+    from dreamir.trainer import Trainer
+
+    config = load_config(write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "run", steps=3))
+    trainer = Trainer(config, show_progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.retriever.named_parameters()}
+    result = trainer.train()
+    changed = sum(not torch.equal(before[n], p) for n, p in trainer.retriever.named_parameters())
+    assert changed > 0
+    assert all(not p.requires_grad for p in trainer.lm.model.parameters())
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert {"loss", "lr", "examples_per_s", "w_entropy", "grad_norm"} <= set(log[0])
+    assert (result.run_dir / "heads.json").exists() and (result.run_dir / "heads.png").exists()
+
+
+def test_cli_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  learning_rate: 0.1\n")
+    proc = dreamir("train", "--config", str(bad), check=False)
+    assert proc.returncode == 2 and "train.learning_rate: unknown key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"query": "q", "target": "t", "candidates": ["a"]}\n{"query": \n')
+    proc = dreamir("train", "--data", str(data), "--llm", "nowhere/../x", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{data}, line 2: malformed JSON" in proc.stderr
