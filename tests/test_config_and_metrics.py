@@ -49,3 +49,10 @@ def test_queries_missing_from_the_run_count_as_zero():
     qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
     m = evaluate_run(qrels, {"q1": {"d1": 1.0}})
     assert m["mrr@10"] == pytest.approx(0.5) and m["ndcg@10"] == pytest.approx(0.5)
+
+
+def test_public_api_names_resolve():
+    import dreamir
+
+    for name in dreamir.__all__:
+        assert getattr(dreamir, name) is not None
