@@ -73,3 +73,44 @@ def test_attention_scores_are_shares_and_json_png_written(tmp_path):
 def test_detection_needs_positives():
     with pytest.raises(ValueError, match="positive"):
         score_heads(tiny_lm(), [Example("q", "t", ["a", "b"])], show_progress=False)
+
+
+def write_tiny_beir(folder, n_docs=12, n_queries=4):
+    rng = np.random.default_rng(1)
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as f:
+        for i in range(n_docs):
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": " ".join(rng.choice(WORDS[:60], size=110))}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for i in range(n_queries):
+            f.write(json.dumps({"_id": f"q{i}", "text": " ".join(rng.choice(WORDS[:60], size=5))}) + "\n")
+    with open(folder / "qrels" / "train.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(n_queries)))
+    return folder
+
+
+def test_qrels_detection_set_hides_the_target(tmp_path):
+    from dreamir.heads import examples_from_qrels
+
+    folder = write_tiny_beir(tmp_path / "beir")
+    examples = examples_from_qrels(folder, "train", 10, num_candidates=3, target_words=20, passage_words=30)
+    assert len(examples) == 4
+    corpus = {json.loads(line)["_id"]: json.loads(line)["text"] for line in open(folder / "corpus.jsonl")}
+    for ex in examples:
+        gold = next(t for t in corpus.values() if t.startswith(ex.target))
+        assert ex.candidates[ex.positive] == " ".join(gold.split()[20:50])
+        assert len(ex.candidates) == 3
+
+
+def test_heads_cli_writes_json_and_heat_map(tmp_path, tiny_llm_dir):
+    from dreamir.cli import main
+
+    folder = write_tiny_beir(tmp_path / "beir")
+    out = tmp_path / "heads.json"
+    assert main(["heads", "--llm", str(tiny_llm_dir), "--data", str(folder / "corpus.jsonl"), "--out", str(out),
+                 "--k", "5", "--num-examples", "4", "--candidates", "3"]) == 0
+    assert len(json.loads(out.read_text())["selected"]) == 5 and out.with_suffix(".png").exists()
+    out2 = tmp_path / "heads-qrels.json"
+    assert main(["heads", "--llm", str(tiny_llm_dir), "--beir", str(folder), "--out", str(out2), "--k", "all",
+                 "--method", "attention", "--candidates", "3"]) == 0
+    assert len(json.loads(out2.read_text())["selected"]) == 12
