@@ -80,7 +80,9 @@ def write_tiny_beir(folder, n_docs=12, n_queries=4):
     (folder / "qrels").mkdir(parents=True)
     with open(folder / "corpus.jsonl", "w") as f:
         for i in range(n_docs):
-            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": " ".join(rng.choice(WORDS[:60], size=110))}) + "\n")
+            f.write(
+                json.dumps({"_id": f"d{i}", "title": "", "text": " ".join(rng.choice(WORDS[:60], size=110))}) + "\n"
+            )
     with open(folder / "queries.jsonl", "w") as f:
         for i in range(n_queries):
             f.write(json.dumps({"_id": f"q{i}", "text": " ".join(rng.choice(WORDS[:60], size=5))}) + "\n")
@@ -95,7 +97,8 @@ def test_qrels_detection_set_hides_the_target(tmp_path):
     folder = write_tiny_beir(tmp_path / "beir")
     examples = examples_from_qrels(folder, "train", 10, num_candidates=3, target_words=20, passage_words=30)
     assert len(examples) == 4
-    corpus = {json.loads(line)["_id"]: json.loads(line)["text"] for line in open(folder / "corpus.jsonl")}
+    with open(folder / "corpus.jsonl") as f:
+        corpus = {d["_id"]: d["text"] for d in map(json.loads, f)}
     for ex in examples:
         gold = next(t for t in corpus.values() if t.startswith(ex.target))
         assert ex.candidates[ex.positive] == " ".join(gold.split()[20:50])
@@ -107,10 +110,46 @@ def test_heads_cli_writes_json_and_heat_map(tmp_path, tiny_llm_dir):
 
     folder = write_tiny_beir(tmp_path / "beir")
     out = tmp_path / "heads.json"
-    assert main(["heads", "--llm", str(tiny_llm_dir), "--data", str(folder / "corpus.jsonl"), "--out", str(out),
-                 "--k", "5", "--num-examples", "4", "--candidates", "3"]) == 0
+    assert (
+        main(
+            [
+                "heads",
+                "--llm",
+                str(tiny_llm_dir),
+                "--data",
+                str(folder / "corpus.jsonl"),
+                "--out",
+                str(out),
+                "--k",
+                "5",
+                "--num-examples",
+                "4",
+                "--candidates",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(out.read_text())["selected"]) == 5 and out.with_suffix(".png").exists()
     out2 = tmp_path / "heads-qrels.json"
-    assert main(["heads", "--llm", str(tiny_llm_dir), "--beir", str(folder), "--out", str(out2), "--k", "all",
-                 "--method", "attention", "--candidates", "3"]) == 0
+    assert (
+        main(
+            [
+                "heads",
+                "--llm",
+                str(tiny_llm_dir),
+                "--beir",
+                str(folder),
+                "--out",
+                str(out2),
+                "--k",
+                "all",
+                "--method",
+                "attention",
+                "--candidates",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(out2.read_text())["selected"]) == 12

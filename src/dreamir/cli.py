@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from dreamir.config import ConfigError, load_config, parse_override
 from dreamir.data.jsonl import DataError
@@ -116,19 +115,28 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from dreamir.eval.evaluate import evaluate_model, format_table, write_report
 
     data = load_beir(args.data, args.split)
-    results = [evaluate_model(_model_spec(m), data, name=m) for m in args.model]
+    results = [
+        evaluate_model(m, data, name=m, use_cache=not args.no_cache, ignore_identical_ids=not args.keep_identical_ids)
+        for m in args.model
+    ]
     print(format_table(results, f"{data.name} ({args.split})"))
     print(f"data: {data.stats.summary()}")
     if args.out:
         print(f"report: {write_report(args.out, results, data, args.split)}")
 
 
-def _model_spec(spec: str) -> str:
-    """A dreamir run folder evaluates its exported retriever."""
-    run_model = Path(spec) / "retriever"
-    if (Path(spec) / "config.yaml").exists() and (run_model / "modules.json").exists():
-        return str(run_model)
-    return spec
+def _cmd_index(args: argparse.Namespace) -> None:
+    from dreamir.eval.indexing import build_index
+
+    index = build_index(args.data, args.model, args.out, args.factory, args.params, use_cache=not args.no_cache)
+    print(f"indexed {index.size} documents with {args.model} ({args.factory}) → {args.out}")
+
+
+def _cmd_search(args: argparse.Namespace) -> None:
+    from dreamir.eval.indexing import search_index
+
+    for rank, hit in enumerate(search_index(args.index, args.query, args.k), start=1):
+        print(f"{rank:3d}  {hit['score']:.4f}  {hit['doc_id']}  {hit['snippet']}")
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
@@ -203,7 +211,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="folder for metrics.json, run.trec, report.md and comparison.png")
+    p.add_argument("--no-cache", action="store_true", help="re-encode even if cached embeddings exist")
+    p.add_argument(
+        "--keep-identical-ids",
+        action="store_true",
+        help="keep hits whose id equals the query id (BEIR drops them by default)",
+    )
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("index", help="encode a corpus once into a reusable index")
+    p.add_argument("--data", required=True, help="BEIR folder or corpus JSONL with _id/title/text")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--factory", default="exact", help="'exact' or a faiss index-factory string, e.g. IVF1024,Flat")
+    p.add_argument("--params", default="", help="faiss search parameters, e.g. nprobe=64 or efSearch=128")
+    p.add_argument("--no-cache", action="store_true")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="query an index built by `dreamir index`")
+    p.add_argument("--index", required=True)
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10)
+    p.set_defaults(func=_cmd_search)
     return parser
 
 

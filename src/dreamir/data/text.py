@@ -8,6 +8,7 @@ queries and qrels are never read here.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -80,6 +81,7 @@ def bm25_index(texts: list[str]):
     import bm25s
     import Stemmer
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
     stemmer = Stemmer.Stemmer("english")
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreamir.data.beir import BeirData
+from dreamir.eval.cache import encode_cached
 from dreamir.eval.metrics import METRICS, Run, evaluate_run
 from dreamir.eval.search import bm25_run, exact_topk, to_run
 from dreamir.models.retriever import Retriever
@@ -27,30 +28,59 @@ class EvalResult:
 
 
 def retriever_run(
-    retriever: Retriever, data: BeirData, k: int = 100, batch_size: int = 64, show_progress: bool = True
+    retriever: Retriever,
+    data: BeirData,
+    k: int = 100,
+    batch_size: int = 64,
+    show_progress: bool = True,
+    use_cache: bool = True,
+    ignore_identical_ids: bool = True,
 ) -> Run:
     doc_ids = data.doc_ids
-    docs = retriever.encode([data.corpus[d] for d in doc_ids], "document", batch_size, show_progress)
+    docs = encode_cached(retriever, [data.corpus[d] for d in doc_ids], "document", batch_size, show_progress, use_cache)
     query_ids = list(data.queries)
     queries = retriever.encode([data.queries[q] for q in query_ids], "query", batch_size, show_progress)
-    scores, indices = exact_topk(queries, docs, k)
-    return to_run(query_ids, doc_ids, scores, indices)
+    # One extra hit, in case a document sharing the query's id is dropped.
+    scores, indices = exact_topk(queries, docs, k + int(ignore_identical_ids))
+    run = to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids)
+    return {q: dict(list(hits.items())[:k]) for q, hits in run.items()}
 
 
 def evaluate_model(
-    spec: str | Retriever, data: BeirData, name: str | None = None, k: int = 100, show_progress: bool = True
+    spec: str | Retriever,
+    data: BeirData,
+    name: str | None = None,
+    k: int = 100,
+    show_progress: bool = True,
+    use_cache: bool = True,
+    ignore_identical_ids: bool = True,
 ) -> EvalResult:
+    """Evaluate one model. `ignore_identical_ids` drops a hit whose id equals the query's id
+    (BEIR's default, which matters for ArguAna and Quora)."""
     start = time.perf_counter()
-    if isinstance(spec, Retriever):
-        run = retriever_run(spec, data, k, show_progress=show_progress)
-        label = name or spec.source
-    elif spec == "bm25":
-        run = bm25_run(data.corpus, data.queries, k)
+    if spec == "bm25":
+        run = bm25_run(data.corpus, data.queries, k, ignore_identical_ids)
         label = name or "bm25"
     else:
-        run = retriever_run(Retriever.load(spec), data, k, show_progress=show_progress)
-        label = name or spec
+        retriever = spec if isinstance(spec, Retriever) else Retriever.load(resolve_model_spec(spec))
+        label = name or (retriever.source if isinstance(spec, Retriever) else spec)
+        run = retriever_run(
+            retriever,
+            data,
+            k,
+            show_progress=show_progress,
+            use_cache=use_cache,
+            ignore_identical_ids=ignore_identical_ids,
+        )
     return EvalResult(label, evaluate_run(data.qrels, run), run, time.perf_counter() - start)
+
+
+def resolve_model_spec(spec: str) -> str:
+    """A dreamir run folder stands for its exported retriever."""
+    run_model = Path(spec) / "retriever"
+    if (Path(spec) / "config.yaml").exists() and (run_model / "modules.json").exists():
+        return str(run_model)
+    return spec
 
 
 def format_table(results: list[EvalResult], title: str = "") -> str:

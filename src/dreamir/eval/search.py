@@ -11,7 +11,10 @@ from dreamir.eval.metrics import Run
 def exact_topk(queries: np.ndarray, docs: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k, blocked over queries to bound memory. Returns (scores, indices)."""
     k = min(k, docs.shape[0])
-    doc_t = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
+    docs = np.ascontiguousarray(docs, dtype=np.float32)
+    if not docs.flags.writeable:  # a read-only memmap from the cache: torch wants a writable buffer
+        docs = docs.copy()
+    doc_t = torch.from_numpy(docs)
     scores_out = np.empty((queries.shape[0], k), dtype=np.float32)
     idx_out = np.empty((queries.shape[0], k), dtype=np.int64)
     with torch.inference_mode():
@@ -42,7 +45,7 @@ def to_run(
     return run
 
 
-def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100, ignore_identical_ids: bool = False) -> Run:
+def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100, ignore_identical_ids: bool = True) -> Run:
     import bm25s
 
     from dreamir.data.text import bm25_index
@@ -51,6 +54,7 @@ def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100, igno
     retriever, stemmer = bm25_index([corpus[d] for d in doc_ids])
     query_ids = list(queries)
     tokens = bm25s.tokenize([queries[q] for q in query_ids], stopwords="en", stemmer=stemmer, show_progress=False)
-    indices, scores = retriever.retrieve(tokens, k=min(k + 1, len(doc_ids)), show_progress=False, n_threads=1)
+    extra = int(ignore_identical_ids)  # one more hit, in case the query's own id is dropped
+    indices, scores = retriever.retrieve(tokens, k=min(k + extra, len(doc_ids)), show_progress=False, n_threads=1)
     run = to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids)
     return {q: dict(list(h.items())[:k]) for q, h in run.items()}

@@ -1,0 +1,71 @@
+"""On-disk cache of document embeddings, keyed by the model's weights and settings and the texts.
+
+A second `eval`/`index` of the same model over the same corpus reads the vectors back (a
+memory-mapped .npy) instead of re-encoding. The key hashes the retriever's parameters, so a
+retrained model never hits a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dreamir.assets import cache_dir
+from dreamir.models.retriever import Retriever, TextKind
+
+
+def retriever_fingerprint(retriever: Retriever) -> str:
+    digest = hashlib.sha256()
+    settings = {
+        "query_prefix": retriever.query_prefix,
+        "doc_prefix": retriever.doc_prefix,
+        "max_seq_length": retriever.st.max_seq_length,
+        "modules": [type(m).__name__ for m in retriever.st],
+        "pooling": [getattr(m, "pooling_mode", None) for m in retriever.st],
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in retriever.st.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:24]
+
+
+def encode_cached(
+    retriever: Retriever,
+    texts: list[str],
+    kind: TextKind,
+    batch_size: int = 64,
+    show_progress: bool = False,
+    use_cache: bool = True,
+    folder: Path | None = None,
+) -> np.ndarray:
+    """Embeddings of `texts`, from the cache when this model already encoded exactly these texts."""
+    if not use_cache:
+        return retriever.encode(texts, kind, batch_size, show_progress)
+    folder = folder or cache_dir() / "embeddings"
+    key = f"{retriever_fingerprint(retriever)}-{texts_fingerprint(texts)}-{kind}"
+    path = folder / f"{key}.npy"
+    if path.exists():
+        cached = np.load(path, mmap_mode="r")
+        if cached.shape == (len(texts), retriever.dim):
+            return cached
+    vectors = retriever.encode(texts, kind, batch_size, show_progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    return vectors

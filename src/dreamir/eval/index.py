@@ -1,0 +1,132 @@
+"""Dense indexes behind one interface: exact inner product (torch) or any faiss index-factory string.
+
+    index = DenseIndex.build(doc_ids, vectors, factory="exact")        # small corpora
+    index = DenseIndex.build(doc_ids, vectors, factory="IVF1024,Flat", params="nprobe=64")
+    index = DenseIndex.build(doc_ids, vectors, factory="HNSW32", params="efSearch=128")
+    scores, rows = index.search(query_vectors, k)
+    index.save("idx/");  DenseIndex.load("idx/")
+
+All factories use inner product on L2-normalised vectors (= cosine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dreamir.eval.search import exact_topk
+
+EXACT = "exact"
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError("faiss index factories need faiss-cpu: pip install faiss-cpu") from err
+    return faiss
+
+
+@dataclass
+class DenseIndex:
+    doc_ids: list[str]
+    factory: str
+    params: str = ""
+    vectors: np.ndarray | None = None  # exact backend
+    faiss_index: object | None = None  # faiss backend
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.doc_ids)
+
+    @classmethod
+    def build(
+        cls,
+        doc_ids: list[str],
+        vectors: np.ndarray,
+        factory: str = EXACT,
+        params: str = "",
+        train_size: int | None = None,
+        seed: int = 0,
+        meta: dict | None = None,
+    ) -> DenseIndex:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(doc_ids):
+            raise ValueError(f"{len(doc_ids)} ids but vectors of shape {vectors.shape}")
+        if factory == EXACT:
+            return cls(list(doc_ids), factory, params, vectors=vectors, meta=meta or {})
+        faiss = _faiss()
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            # faiss wants ~39-256 points per IVF list; a sample keeps training time bounded.
+            n_train = min(len(vectors), train_size or 256 * _nlist(faiss, index, default=256))
+            sample = np.random.default_rng(seed).choice(len(vectors), n_train, replace=False)
+            index.train(vectors[np.sort(sample)])
+        index.add(vectors)
+        built = cls(list(doc_ids), factory, params, faiss_index=index, meta=meta or {})
+        built.set_params(params)
+        return built
+
+    def set_params(self, params: str) -> None:
+        """faiss search parameters, e.g. "nprobe=64" (IVF) or "efSearch=128" (HNSW)."""
+        self.params = params
+        if params and self.faiss_index is not None:
+            _faiss().ParameterSpace().set_index_parameters(self.faiss_index, params)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self.size)
+        if self.vectors is not None:
+            return exact_topk(queries, self.vectors, k)
+        scores, rows = self.faiss_index.search(queries, k)
+        return scores, rows
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp_suffix = f".tmp{os.getpid()}"
+        files = {"ids.json": lambda p: p.write_text(json.dumps(self.doc_ids))}
+        if self.vectors is not None:
+            files["vectors.npy"] = lambda p: _save_npy(p, self.vectors)
+        else:
+            files["faiss.index"] = lambda p: _faiss().write_index(self.faiss_index, str(p))
+        meta = {**self.meta, "factory": self.factory, "params": self.params, "size": self.size}
+        files["meta.json"] = lambda p: p.write_text(json.dumps(meta, indent=1))  # last: marks completeness
+        for name, write in files.items():
+            tmp = folder / (name + tmp_suffix)
+            write(tmp)
+            os.replace(tmp, folder / name)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> DenseIndex:
+        folder = Path(folder)
+        if not (folder / "meta.json").exists():
+            raise FileNotFoundError(f"{folder} is not a dreamir index (no meta.json)")
+        meta = json.loads((folder / "meta.json").read_text())
+        doc_ids = json.loads((folder / "ids.json").read_text())
+        factory, params = meta.pop("factory"), meta.pop("params", "")
+        meta.pop("size", None)
+        if factory == EXACT:
+            return cls(doc_ids, factory, params, vectors=np.load(folder / "vectors.npy", mmap_mode="r"), meta=meta)
+        index = _faiss().read_index(str(folder / "faiss.index"))
+        loaded = cls(doc_ids, factory, params, faiss_index=index, meta=meta)
+        loaded.set_params(params)
+        return loaded
+
+
+def _nlist(faiss, index, default: int) -> int:
+    try:
+        return int(faiss.extract_index_ivf(index).nlist)
+    except RuntimeError:
+        return default
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle, so np.save does not append ".npy" to the temp name
+        np.save(handle, array)
