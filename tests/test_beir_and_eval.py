@@ -162,3 +162,17 @@ def test_eval_index_search_commands_and_cache(tmp_path, tiny_encoder_dir, monkey
     assert main(["search", "--index", str(tmp_path / "idx"), "what causes scurvy", "-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].split()[0] == "1"
+
+
+def test_mteb_wrapper_runs_a_local_beir_task_and_agrees_with_dreamir(tmp_path, tiny_encoder_dir, monkeypatch):
+    mteb = pytest.importorskip("mteb")
+    from dreamir.eval.evaluate import evaluate_model
+    from dreamir.eval.mteb_wrapper import DreamirEncoder, local_beir_task
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    folder = make_beir(tmp_path / "beir")
+    results = mteb.evaluate(DreamirEncoder.load(str(tiny_encoder_dir)), [local_beir_task(folder)], cache=None)
+    scores = results.task_results[0].scores["test"][0]
+    ours = evaluate_model(str(tiny_encoder_dir), load_beir(folder, "test"), show_progress=False).metrics
+    assert scores["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)
+    assert scores["mrr_at_10"] == pytest.approx(ours["mrr@10"], abs=1e-4)

@@ -169,7 +169,7 @@ class Retriever(nn.Module):
 
         was_training = self.training
         self.eval()
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        order = np.argsort([-n for n in self._token_counts(texts, kind)], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = range(0, len(texts), batch_size)
         for start in tqdm(batches, desc=f"encode {kind}s", disable=not show_progress, unit="batch"):
@@ -177,6 +177,12 @@ class Retriever(nn.Module):
             out[idx] = self.embed([texts[i] for i in idx], kind).float().cpu().numpy()
         self.train(was_training)
         return out
+
+    def _token_counts(self, texts: Sequence[str], kind: TextKind) -> list[int]:
+        """Exact truncated token counts, so batches group texts of equal padded length."""
+        tokenizer = self.backbone_module.tokenizer
+        ids = tokenizer(self._with_prefix(texts, kind), truncation=True, max_length=self.st.max_seq_length)
+        return [len(x) for x in ids["input_ids"]]
 
     # ----------------------------------------------------------------- export
     def export(self, path: str | os.PathLike) -> Path:

@@ -1,0 +1,128 @@
+"""mteb integration: run any mteb retrieval task on a dreamir retriever, and local BEIR folders as tasks.
+
+    import mteb
+    from dreamir.eval.mteb_wrapper import DreamirEncoder, local_beir_task
+    model = DreamirEncoder.load("runs/x/retriever")          # or any dreamir model spec
+    results = mteb.evaluate(model, [local_beir_task("../shared/assets/beir/scifact")])
+
+Needs the optional `mteb` package (`pip install mteb`); nothing here downloads data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamir.data.beir import load_beir
+from dreamir.models.retriever import Retriever
+
+
+def _mteb():
+    try:
+        import mteb
+    except ImportError as err:
+        raise ImportError("the mteb integration needs the mteb package: pip install mteb") from err
+    return mteb
+
+
+class DreamirEncoder:
+    """mteb's EncoderProtocol over a dreamir Retriever: queries and documents get their own prefixes."""
+
+    def __init__(self, retriever: Retriever, name: str = "dreamir/retriever", batch_size: int = 64) -> None:
+        from mteb.models.model_meta import ModelMeta
+
+        self.retriever = retriever
+        self.batch_size = batch_size
+        self.mteb_model_meta = (
+            ModelMeta.create_empty(overwrites={"name": name, "revision": "local"})
+            if hasattr(ModelMeta, "create_empty")
+            else None
+        )
+
+    @classmethod
+    def load(cls, spec: str, **kwargs: Any) -> DreamirEncoder:
+        from dreamir.eval.evaluate import resolve_model_spec
+
+        return cls(Retriever.load(resolve_model_spec(spec)), name=f"dreamir/{Path(spec).name}", **kwargs)
+
+    def encode(
+        self, inputs, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", prompt_type=None, **kwargs: Any
+    ) -> np.ndarray:
+        from mteb.types import PromptType
+
+        kind = "query" if prompt_type == PromptType.query else "document"
+        texts: list[str] = []
+        for batch in inputs:
+            batch_texts = batch["text"]
+            titles = batch.get("title")
+            if kind == "document" and titles is not None:  # BEIR joins title and text
+                batch_texts = [f"{t} {x}".strip() if t else x for t, x in zip(titles, batch_texts)]
+            texts.extend(batch_texts)
+        return self.retriever.encode(texts, kind, batch_size=self.batch_size)
+
+    def similarity(self, a, b):
+        import torch
+
+        return torch.as_tensor(np.asarray(a)) @ torch.as_tensor(np.asarray(b)).T
+
+    def similarity_pairwise(self, a, b):
+        import torch
+
+        return (torch.as_tensor(np.asarray(a)) * torch.as_tensor(np.asarray(b))).sum(-1)
+
+
+def local_beir_task(folder: str | os.PathLike, split: str = "test", name: str | None = None):
+    """An mteb retrieval task whose data comes from a local BEIR folder (dreamir's validated loader)."""
+    mteb = _mteb()
+    from datasets import Dataset
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    folder = Path(folder)
+    task_name = name or f"Local{folder.name.capitalize()}"
+
+    class LocalBeirTask(AbsTaskRetrieval):
+        metadata = TaskMetadata(
+            name=task_name,
+            dataset={"path": str(folder), "revision": "local"},
+            description=f"Local BEIR folder {folder}",
+            reference=None,
+            type="Retrieval",
+            category="t2t",
+            modalities=["text"],
+            eval_splits=[split],
+            eval_langs=["eng-Latn"],
+            main_score="ndcg_at_10",
+            date=None,
+            domains=None,
+            task_subtypes=None,
+            license=None,
+            annotations_creators=None,
+            dialect=None,
+            sample_creation=None,
+            bibtex_citation="",
+        )
+
+        def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+            if self.data_loaded:
+                return
+            data = load_beir(folder, split)
+            self.dataset = {
+                "default": {
+                    split: {
+                        "corpus": Dataset.from_list(
+                            [{"id": k, "title": "", "text": v} for k, v in data.corpus.items()]
+                        ),
+                        "queries": Dataset.from_list([{"id": k, "text": v} for k, v in data.queries.items()]),
+                        "relevant_docs": data.qrels,
+                        "top_ranked": None,
+                    }
+                }
+            }
+            self.data_loaded = True
+
+    del mteb
+    return LocalBeirTask()
