@@ -81,6 +81,7 @@ def _config_from_args(args: argparse.Namespace):
         "device": args.device,
         "dtype": args.dtype,
         "seed": args.seed,
+        "dream.reference_step": True if args.reference_step else None,
     }
     overrides.update({k: v for k, v in shortcuts.items() if v is not None})
     return load_config(args.config, overrides)
@@ -194,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument(
+        "--reference-step",
+        action="store_true",
+        help="train with the full-graph reference step instead of reusing document keys/values",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="write a run's retriever as a sentence-transformers folder")

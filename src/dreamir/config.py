@@ -61,6 +61,8 @@ class DreamConfig(_Strict):
     temperature: float = Field(0.05, gt=0)
     mode: Literal["bias", "reweight"] = "bias"
     layout: Literal["separate", "concat"] = "separate"
+    # The full-graph step (graph over document rows too); the default reuses document keys/values.
+    reference_step: bool = False
 
 
 class TrainConfig(_Strict):

@@ -146,6 +146,7 @@ class Trainer:
                 temperature=config.dream.temperature,
                 mode=config.dream.mode,
                 layout=config.dream.layout,
+                reuse_documents=not config.dream.reference_step,
             ),
         )
         params = [p for p in self.retriever.parameters() if p.requires_grad]

@@ -87,9 +87,14 @@ class HeadInjection:
         raise ValueError(f"log_weights must have 2, 3 or 4 dims, got shape {tuple(lw.shape)}")
 
     def logit_offsets(self, scores: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Additive offsets (B, h_sel, L, L) for the masked pre-softmax scores of the selected heads."""
+        """Additive offsets (B, h_sel, rows, keys) for the masked pre-softmax scores of the selected heads.
+
+        The rows are the last `rows` of the first `keys` positions (a pass may cover the whole
+        sequence, or only the [q][y] segment on top of cached document keys/values).
+        """
+        rows, keys = scores.shape[-2:]
         n_docs = max(self.max_docs, 1)
-        membership = F.one_hot(self.doc_index.clamp_min(-1) + 1, n_docs + 1)[..., 1:]  # (B, L, N)
+        membership = F.one_hot(self.doc_index[:, :keys].clamp_min(-1) + 1, n_docs + 1)[..., 1:]  # (B, keys, N)
         membership = membership.to(scores.dtype)
         if self.mode == "bias":
             per_doc = self._weights_for(slots) + torch.log(self.num_docs.to(scores.dtype))[:, None, None, None]
@@ -100,7 +105,7 @@ class HeadInjection:
         per_doc = torch.where(doc_exists[:, None, None, :], per_doc, torch.zeros((), dtype=per_doc.dtype))
         # Spread per-document offsets onto that document's key positions; non-document keys get 0.
         per_key = per_doc @ membership.transpose(1, 2)[:, None]  # (B, h, R, L)
-        return per_key * self.inject_rows[:, None, :, None].to(scores.dtype)
+        return per_key * self.inject_rows[:, keys - rows : keys, None].to(scores.dtype)[:, None]
 
     def _reweight_offsets(self, scores: torch.Tensor, membership: torch.Tensor, slots: torch.Tensor):
         # Per-row log-sum-exp inside each document, via one matmul of exp(z − rowmax) with the
@@ -120,11 +125,12 @@ class HeadInjection:
     def record(self, layer: int, probs: torch.Tensor) -> None:
         """Store mean (over record_rows) share of each document in the rows' document mass."""
         assert self.record_rows is not None
+        n_rows, keys = probs.shape[-2:]
         n_docs = max(self.max_docs, 1)
-        membership = F.one_hot(self.doc_index.clamp_min(-1) + 1, n_docs + 1)[..., 1:].to(probs.dtype)
-        doc_mass = probs @ membership[:, None]  # (B, H, L, N)
+        membership = F.one_hot(self.doc_index[:, :keys].clamp_min(-1) + 1, n_docs + 1)[..., 1:].to(probs.dtype)
+        doc_mass = probs @ membership[:, None]  # (B, H, rows, N)
         share = doc_mass / doc_mass.sum(-1, keepdim=True).clamp_min(1e-12)
-        rows = self.record_rows[:, None, :, None].to(probs.dtype)
+        rows = self.record_rows[:, None, keys - n_rows : keys, None].to(probs.dtype)
         self.recorded_doc_mass[layer] = ((share * rows).sum(2) / rows.sum(2).clamp_min(1)).detach()
 
 
@@ -180,7 +186,10 @@ def dreamir_attention(
     mask = attention_mask[..., : key.shape[-2]]
     if sliding_window is not None and dreamir_positions is not None:
         # Sliding-window layers (Gemma3, some Qwen2) see keys less than `window` positions back.
-        distance = dreamir_positions[:, None, :, None] - dreamir_positions[:, None, None, :]
+        # The query rows are the last rows of the first `keys` positions (see HeadInjection).
+        keys, rows = key.shape[-2], query.shape[-2]
+        key_pos = dreamir_positions[:, :keys]
+        distance = key_pos[:, None, keys - rows :, None] - key_pos[:, None, None, :]
         mask = mask.masked_fill(distance >= sliding_window, torch.finfo(mask.dtype).min)
 
     if softcap:

@@ -41,9 +41,12 @@ class PackedBatch:
     predict_rows: torch.Tensor  # (B, T) row whose output predicts each target token
     target_ids: torch.Tensor  # (B, T)
     target_mask: torch.Tensor  # (B, T) bool
+    doc_region: int = 0  # columns [0, doc_region) hold the sink and documents; the [q][y] segment follows
 
     def to(self, device: torch.device | str) -> PackedBatch:
-        return PackedBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return PackedBatch(
+            **{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        )
 
     def model_inputs(self) -> dict:
         """Keyword arguments for the frozen LLM's decoder body."""
@@ -62,10 +65,15 @@ def pack_batch(
     layout: Layout = "separate",
     dtype: torch.dtype = torch.float32,
 ) -> PackedBatch:
+    """Pack examples into two aligned regions: [sink][d_1]…[d_N] (padded to the batch's longest) then
+    [q][y] (padded likewise), so the document region can be run on its own (`doc_region`)."""
     if layout not in ("separate", "concat"):
         raise ValueError(f"unknown layout '{layout}'; use 'separate' or 'concat'")
     rows = [_flatten(ex, sink_token_id, layout) for ex in examples]
-    batch, length = len(rows), max(len(r[0]) for r in rows)
+    batch = len(rows)
+    doc_region = max(r[3] for r in rows)  # q_start = length of the document region
+    qy_region = max(len(r[0]) - r[3] for r in rows)
+    length = doc_region + qy_region
     max_t = max(len(ex.target) for ex in examples)
 
     input_ids = torch.full((batch, length), pad_token_id, dtype=torch.long)
@@ -76,14 +84,17 @@ def pack_batch(
     target_mask = torch.zeros((batch, max_t), dtype=torch.bool)
     query_rows = torch.zeros((batch, length), dtype=torch.bool)
     for b, (ids, pos, seg, q_start, y_start) in enumerate(rows):
-        n = len(ids)
-        input_ids[b, :n] = torch.tensor(ids)
-        positions[b, :n] = torch.tensor(pos)
-        segments[b, :n] = torch.tensor(seg)
-        query_rows[b, q_start:y_start] = True
-        t = n - y_start
-        target_ids[b, :t] = input_ids[b, y_start:n]
-        predict_rows[b, :t] = torch.arange(y_start - 1, n - 1)
+        qy = len(ids) - q_start
+        for region_start, src in ((0, slice(0, q_start)), (doc_region, slice(q_start, len(ids)))):
+            n = src.stop - src.start
+            input_ids[b, region_start : region_start + n] = torch.tensor(ids[src], dtype=torch.long)
+            positions[b, region_start : region_start + n] = torch.tensor(pos[src], dtype=torch.long)
+            segments[b, region_start : region_start + n] = torch.tensor(seg[src], dtype=torch.long)
+        y_row = doc_region + (y_start - q_start)
+        query_rows[b, doc_region:y_row] = True
+        t = qy - (y_start - q_start)
+        target_ids[b, :t] = input_ids[b, y_row : doc_region + qy]
+        predict_rows[b, :t] = torch.arange(y_row - 1, doc_region + qy - 1)
         target_mask[b, :t] = True
 
     allowed = _allowed(segments, layout)
@@ -100,6 +111,7 @@ def pack_batch(
         predict_rows=predict_rows,
         target_ids=target_ids,
         target_mask=target_mask,
+        doc_region=doc_region,
     )
 
 

@@ -172,7 +172,12 @@ class Retriever(nn.Module):
         order = np.argsort([-n for n in self._token_counts(texts, kind)], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = range(0, len(texts), batch_size)
-        for start in tqdm(batches, desc=f"encode {kind}s", disable=not show_progress, unit="batch"):
+        for start in tqdm(
+            batches,
+            desc="encode queries" if kind == "query" else "encode documents",
+            disable=not show_progress,
+            unit="batch",
+        ):
             idx = order[start : start + batch_size]
             out[idx] = self.embed([texts[i] for i in idx], kind).float().cpu().numpy()
         self.train(was_training)

@@ -26,6 +26,7 @@ class DreamSettings:
     temperature: float = 0.05
     mode: InjectionMode = "bias"
     layout: Layout = "separate"
+    reuse_documents: bool = True  # False: the full-graph reference step (METHOD §1.3)
 
 
 @dataclass
@@ -55,15 +56,56 @@ def log_doc_weights(scores: torch.Tensor, mask: torch.Tensor, temperature: float
     return torch.log_softmax((scores / temperature).masked_fill(~mask, float("-inf")), dim=-1)
 
 
-def target_nll(lm: FrozenLM, packed: PackedBatch, injection: HeadInjection | None) -> torch.Tensor:
-    """Per-example mean NLL of the target tokens, (B,). Logits only at the target rows."""
-    hidden = lm.decoder(**packed.model_inputs(), dreamir_injection=injection).last_hidden_state
-    rows = packed.predict_rows.clamp_min(0)
+def target_nll(
+    lm: FrozenLM, packed: PackedBatch, injection: HeadInjection | None, reuse_documents: bool = False
+) -> torch.Tensor:
+    """Per-example mean NLL of the target tokens, (B,). Logits only at the target rows.
+
+    reuse_documents=False is the reference step: one pass over the whole layout, with a graph over
+    every row. reuse_documents=True runs the document region once without a graph (its keys and
+    values do not depend on the retriever: documents never attend to [q][y], and injection only
+    touches [q][y] rows) and the graph only over the [q][y] segment on top of those keys/values.
+    Both give the same loss and gradients (tests/test_reuse_step.py).
+    """
+    split = packed.doc_region if reuse_documents else 0
+    inputs = packed.model_inputs()
+    if split:
+        cache = document_cache(lm, packed)
+        inputs = {
+            "input_ids": packed.input_ids[:, split:],
+            "position_ids": packed.position_ids[:, split:],
+            "attention_mask": packed.attention_mask[:, :, split:, :],
+            "dreamir_positions": packed.position_ids,
+            "past_key_values": cache,
+            "use_cache": True,
+        }
+    hidden = lm.decoder(**inputs, dreamir_injection=injection).last_hidden_state
+    rows = (packed.predict_rows - split).clamp_min(0)
     picked = torch.gather(hidden, 1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
     logits = lm.logits(picked).float()
     nll = F.cross_entropy(logits.transpose(1, 2), packed.target_ids, reduction="none")
     mask = packed.target_mask.to(nll.dtype)
     return (nll * mask).sum(1) / mask.sum(1)
+
+
+@torch.no_grad()
+def document_cache(lm: FrozenLM, packed: PackedBatch):
+    """Keys/values of the sink + document region for every layer, computed without a graph."""
+    from transformers import DynamicCache
+
+    split = packed.doc_region
+    # A cache without the model config keeps every key (no sliding-window eviction); windows are
+    # applied by dreamir's attention from the positions, as in the reference step.
+    cache = DynamicCache()
+    lm.decoder(
+        input_ids=packed.input_ids[:, :split],
+        position_ids=packed.position_ids[:, :split],
+        attention_mask=packed.attention_mask[:, :, :split, :split],
+        dreamir_positions=packed.position_ids,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return cache
 
 
 class DreamObjective:
@@ -96,7 +138,7 @@ class DreamObjective:
             num_docs=packed.num_docs,
             mode=self.settings.mode,
         )
-        nll = target_nll(self.lm, packed, injection)
+        nll = target_nll(self.lm, packed, injection, self.settings.reuse_documents)
         loss = nll.mean()
         with torch.no_grad():
             w = log_w.exp()

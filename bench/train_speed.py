@@ -1,0 +1,145 @@
+"""DREAM step speed: the full-graph reference step vs the document key/value reuse step, side by side.
+
+    python bench/train_speed.py [--candidates 8] [--doc-tokens 128] [--target-tokens 32] [--batch 2] [--steps 3]
+
+Frozen LLM SmolLM2-135M-Instruct, retriever all-MiniLM-L6-v2, 16 heads spread over the layers. Each
+configuration runs `--steps` timed optimiser steps (after one warm-up step), alternating, in one process.
+Prints examples/s, the FLOPs of each step (counted by torch.utils.flop_counter, forward + backward),
+achieved GFLOP/s, and the fp32 matmul GFLOP/s of this machine measured in the same run (the limit).
+Writes bench/results/train_speed.json. A warm cross-epoch document cache (issue 4 (c)) is not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dreamir.data.training import Example, TokenLimits, tokenize_examples
+from dreamir.models.frozen_lm import FrozenLM
+from dreamir.models.retriever import Retriever
+from dreamir.objectives.dream import DreamObjective, DreamSettings
+from dreamir.testing import WORDS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def synthetic_examples(lm: FrozenLM, batch: int, candidates: int, doc_tokens: int, target_tokens: int):
+    words = WORDS[45:]  # content words of the test vocabulary
+
+    def text(n, seed):
+        return " ".join(words[(seed * 7 + i * 3) % len(words)] for i in range(n))
+
+    return [
+        Example(
+            text(target_tokens, b),
+            text(target_tokens, b + 1),
+            [text(doc_tokens, b * 31 + i) for i in range(candidates)],
+        )
+        for b in range(batch)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--doc-tokens", type=int, default=128)
+    parser.add_argument("--target-tokens", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "bench/results/train_speed.json"))
+    args = parser.parse_args()
+
+    lm = FrozenLM.load("smollm2-135m-instruct")
+    retriever = Retriever.load("all-minilm-l6-v2")
+    retriever.train()
+    heads = [(layer, head) for layer in range(4, 28, 3) for head in (1, 5)]  # 16 heads
+    examples = synthetic_examples(lm, args.batch, args.candidates, args.doc_tokens, args.target_tokens)
+    limits = TokenLimits(query=args.target_tokens, target=args.target_tokens, doc=args.doc_tokens)
+    tokenized = tokenize_examples(examples, lm.tokenize, limits)
+    configs = {"reference": False, "reuse": True}
+    objectives = {
+        name: DreamObjective(lm, retriever, DreamSettings(heads=heads, reuse_documents=reuse))
+        for name, reuse in configs.items()
+    }
+    optimizer = torch.optim.AdamW(retriever.parameters(), lr=1e-6)
+
+    def step(name: str) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        objectives[name](examples, tokenized).loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    flops = {}
+    for name in configs:
+        step(name)  # warm-up
+        with FlopCounterMode(display=False) as counter:
+            step(name)
+        flops[name] = counter.get_total_flops()
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(args.steps):
+        for name in configs:
+            times[name].append(step(name))
+    limit = matmul_gflops()
+    rows = {}
+    for name in configs:
+        seconds = statistics.median(times[name])
+        rows[name] = {
+            "seconds_per_step": seconds,
+            "examples_per_s": args.batch / seconds,
+            "gflop_per_step": flops[name] / 1e9,
+            "achieved_gflops": flops[name] / seconds / 1e9,
+        }
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"batch {args.batch}, {args.candidates} candidates × {args.doc_tokens} tokens, target {args.target_tokens} "
+        f"tokens, query {args.target_tokens} tokens, 16 heads; torch threads {torch.get_num_threads()}"
+    )
+    print("| step | s/step | examples/s | GFLOP/step | achieved GFLOP/s | achieved/limit |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, row in rows.items():
+        print(
+            f"| {name} | {row['seconds_per_step']:.2f} | {row['examples_per_s']:.3f} | {row['gflop_per_step']:.0f} "
+            f"| {row['achieved_gflops']:.1f} | {row['achieved_gflops'] / limit:.2f} |"
+        )
+    ratio = rows["reuse"]["examples_per_s"] / rows["reference"]["examples_per_s"]
+    print(
+        f"fp32 matmul limit: {limit:.1f} GFLOP/s; ratio reuse/reference (examples/s): {ratio:.2f}; "
+        f"peak RSS {peak_rss_mb:.0f} MB"
+    )
+    result = {
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        "args": vars(args),
+        "rows": rows,
+        "ratio_reuse_vs_reference": ratio,
+        "gflops_reuse": rows["reuse"]["achieved_gflops"],
+        "gflops_matmul_limit": limit,
+        "peak_rss_mb": peak_rss_mb,
+        "ratio_cached_vs_reference": None,
+        "note": "warm cross-epoch document cache not implemented yet",
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The document key/value reuse step against the full-graph reference step (METHOD §1.3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dreamir.data.training import Example, TokenLimits, tokenize_examples
+from dreamir.objectives.dream import DreamObjective, DreamSettings, target_nll
+
+from .conftest import ARCHS, require_alias
+from .test_injection import SOME_HEADS, doc_mask, injection, make_lm, packed
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("mode", ["bias", "reweight"])
+def test_reuse_step_matches_reference_loss_and_gradient(arch, mode):
+    lm = make_lm(arch)
+    pb = packed(lm)
+    results = []
+    for reuse in (False, True):
+        scores = torch.randn(2, 3, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+        log_w = torch.log_softmax((scores / 0.5).masked_fill(~doc_mask(pb), float("-inf")), -1)
+        nll = target_nll(lm, pb, injection(pb, SOME_HEADS, log_w, mode), reuse_documents=reuse)
+        nll.sum().backward()
+        results.append((nll.detach(), scores.grad.clone()))
+    (ref_loss, ref_grad), (loss, grad) = results
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-7)
+    assert ref_grad.abs().sum() > 0
+
+
+def objective_loss_and_grads(lm, retriever, examples, heads, reuse, mode="bias"):
+    objective = DreamObjective(
+        lm, retriever, DreamSettings(heads=heads, temperature=0.05, mode=mode, reuse_documents=reuse)
+    )
+    retriever.zero_grad(set_to_none=True)
+    tokenized = tokenize_examples(examples, lm.tokenize, TokenLimits(32, 32, 48))
+    out = objective(examples, tokenized)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in retriever.named_parameters() if p.grad is not None}
+    return float(out.loss), grads
+
+
+def assert_same_step(lm, retriever, examples, heads):
+    retriever.eval()  # no dropout, so both steps see the same retriever function
+    ref_loss, ref_grads = objective_loss_and_grads(lm, retriever, examples, heads, reuse=False)
+    loss, grads = objective_loss_and_grads(lm, retriever, examples, heads, reuse=True)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert grads.keys() == ref_grads.keys() and grads
+    flat_ref = torch.cat([g.flatten() for g in ref_grads.values()])
+    flat = torch.cat([grads[n].flatten() for n in ref_grads])
+    rel = float((flat - flat_ref).norm() / flat_ref.norm())
+    assert rel < 1e-4, f"relative gradient difference {rel:.2e}"
+    return ref_loss, rel
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_objective_reuse_step_gives_the_reference_retriever_gradients(arch, tiny_encoder_dir):
+    from dreamir.models.retriever import Retriever
+
+    lm = make_lm(arch)
+    retriever = Retriever.load(str(tiny_encoder_dir))
+    examples = [
+        Example("what causes scurvy", "vitamin c deficiency", ["vitamin c scurvy", "the heart", "blood cells"]),
+        Example("brain energy", "the brain uses glucose", ["brain energy use", "mouse gene study"]),
+    ]
+    assert_same_step(lm, retriever, examples, SOME_HEADS)
+
+
+@pytest.mark.integration
+def test_reuse_step_on_smollm2(tmp_path):
+    require_alias("smollm2-135m-instruct")
+    require_alias("all-minilm-l6-v2")
+    from dreamir.models.frozen_lm import FrozenLM
+    from dreamir.models.retriever import Retriever
+
+    lm = FrozenLM.load("smollm2-135m-instruct")
+    retriever = Retriever.load("all-minilm-l6-v2")
+    examples = [
+        Example(
+            "Vitamin C deficiency causes",
+            "scurvy, a disease of collagen synthesis in humans.",
+            ["Scurvy results from a lack of vitamin C.", "The heart pumps blood.", "Mice were fed a diet."],
+        ),
+        Example(
+            "The brain consumes",
+            "about twenty percent of the body's energy at rest.",
+            ["Neurons use glucose for energy.", "Tumor growth was measured.", "Gene expression in cells."],
+        ),
+    ]
+    heads = [(layer, head) for layer in (4, 12, 20) for head in (0, 4, 8)]
+    loss, rel = assert_same_step(lm, retriever, examples, heads)
+    print(f"SmolLM2 reuse vs reference: loss {loss:.5f}, relative gradient difference {rel:.2e}")
