@@ -9,8 +9,6 @@ so both see the same machine load; the ratio uses the median of the repeats.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _results import write_result
 from dreamir.data.beir import load_corpus
 from dreamir.data.training import DataStats
 from dreamir.models.retriever import Retriever
@@ -72,13 +71,11 @@ def main() -> None:
         "data": args.data,
         "documents": len(texts),
         "batch_size": args.batch_size,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
         "rows": rows,
         "ratio_dreamir_vs_st": ratio,
         "max_abs_embedding_diff": max_diff,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

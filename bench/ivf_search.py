@@ -11,13 +11,12 @@ bench/results/ivf_search.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _results import write_result
 from dreamir.eval.index import DenseIndex
 from dreamir.eval.search import exact_topk
 
@@ -43,7 +42,7 @@ def main() -> None:
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--nprobe", default="8,16,32,64,128")
+    parser.add_argument("--nprobe", default="16,32,64,128,256")
     parser.add_argument("--out", default=str(ROOT / "bench/results/ivf_search.json"))
     args = parser.parse_args()
 
@@ -92,7 +91,6 @@ def main() -> None:
     best = next((r for r in rows if r["recall@100"] >= 0.95), None)
     print(f"smallest nprobe with recall@100 ≥ 0.95: {best['nprobe'] if best else 'none'}")
     result = {
-        "machine": f"{platform.machine()} CPU",
         "n": args.n,
         "dim": args.dim,
         "clusters": args.clusters,
@@ -104,8 +102,7 @@ def main() -> None:
         "rows": rows,
         "chosen": best,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

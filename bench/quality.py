@@ -11,13 +11,10 @@ computed by an independent sentence-transformers (or bm25s) + ir-measures pipeli
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
-import torch
-
+from _results import write_result
 from dreamir.data.beir import load_beir
 from dreamir.eval.evaluate import evaluate_model, format_table, resolve_model_spec
 from dreamir.eval.reference import reference_ndcg_bm25, reference_ndcg_st
@@ -40,7 +37,6 @@ def main() -> None:
     datasets = args.dataset or ["scifact", "nfcorpus"]
 
     results: dict = {
-        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
         "split": args.split,
         "max_seq_length": args.max_seq_length,
         "datasets": {},
@@ -79,7 +75,7 @@ def main() -> None:
         tables.append(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    write_result(out.with_suffix(".json"), results)
     out.with_suffix(".md").write_text("# Retrieval quality\n\n" + "\n\n".join(tables) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 

@@ -12,8 +12,6 @@ Writes bench/results/train_speed.json. A warm cross-epoch document cache (issue 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import resource
 import statistics
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from _results import write_result
 from dreamir.data.training import Example, TokenLimits, tokenize_examples
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.retriever import Retriever
@@ -127,7 +126,6 @@ def main() -> None:
         f"peak RSS {peak_rss_mb:.0f} MB"
     )
     result = {
-        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
         "args": vars(args),
         "rows": rows,
         "ratio_reuse_vs_reference": ratio,
@@ -137,8 +135,7 @@ def main() -> None:
         "ratio_cached_vs_reference": None,
         "note": "warm cross-epoch document cache not implemented yet",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

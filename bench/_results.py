@@ -1,0 +1,25 @@
+"""What every benchmark records: the machine it ran on, and its JSON written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def machine() -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    threads = torch.get_num_threads()
+    return f"{platform.machine()} {device}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads"
+
+
+def write_result(path: str | os.PathLike, result: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"machine": machine(), **result}, indent=1))
+    os.replace(tmp, path)
+    return path
