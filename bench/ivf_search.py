@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--clusters", type=int, default=2000)
-    parser.add_argument("--noise", type=float, default=0.06, help="per-dimension std around a unit-scale center")
+    parser.add_argument("--noise", type=float, default=0.2, help="per-dimension std around a unit-scale center")
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=100)

@@ -167,7 +167,7 @@ class Trainer:
     def _micro_batch(self, index: int) -> list[int]:
         """Example indices of global micro-batch `index`: a fresh seeded permutation each epoch."""
         size = self.config.train.batch_size
-        per_epoch = max(1, len(self.examples) // size) if len(self.examples) >= size else 1
+        per_epoch = max(1, len(self.examples) // size)  # a last partial batch is dropped
         epoch, within = divmod(index, per_epoch)
         order = list(range(len(self.examples)))
         random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
