@@ -173,7 +173,7 @@ def tiny_causal_lm(arch: str = "llama", seed: int = 0, layers: int = 3, heads: i
     return model, tok
 
 
-def save_tiny_encoder(path: str | Path, seed: int = 0) -> Path:
+def save_tiny_encoder(path: str | Path, seed: int = 0, dropout: float = 0.1) -> Path:
     """A random BERT retriever saved as a plain HF folder."""
     from transformers import BertConfig, BertModel
 
@@ -186,6 +186,8 @@ def save_tiny_encoder(path: str | Path, seed: int = 0) -> Path:
         num_attention_heads=4,
         max_position_embeddings=128,
         pad_token_id=tok.pad_token_id,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(seed)
     path = Path(path)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from dreamir.config import RunConfig, dump_config
 from dreamir.data.training import DataStats, Example, TokenLimits, load_examples, tokenize_examples
+from dreamir.distributed import init_from_env
 from dreamir.heads import detection_examples_from_texts, load_heads, score_heads
 from dreamir.models.frozen_lm import FrozenLM, parse_dtype
 from dreamir.models.layout import TokenizedExample
@@ -118,7 +119,11 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(config.run_dir)
-        self.show_progress = show_progress
+        self.group = init_from_env(config.device)
+        if self.group.world_size > 1 and config.device.startswith("cuda"):
+            config = config.model_copy(update={"device": f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"})
+            self.config = config
+        self.show_progress = show_progress and self.group.is_main
         seed_everything(config.seed)
         self.stats = DataStats()
         if examples is None:
@@ -135,9 +140,16 @@ class Trainer:
             examples, self.lm.tokenize, _limits(config), self.stats
         )
         self.retriever = retriever or build_retriever(config)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-        heads = resolve_heads(config, self.lm, examples, self.run_dir)
+        if self.group.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+            heads = resolve_heads(config, self.lm, examples, self.run_dir)
+        self.group.barrier()
+        if not self.group.is_main:
+            # The given heads file, or the set rank 0 just selected (needs run_dir on a shared filesystem).
+            heads_file = config.heads.file or str(self.run_dir / "heads.json")
+            count = self.lm.num_layers * self.lm.num_heads if config.heads.count == "all" else int(config.heads.count)
+            heads = load_heads(heads_file, count)
         self.objective = DreamObjective(
             self.lm,
             self.retriever,
@@ -165,19 +177,27 @@ class Trainer:
         return max(0.0, (tc.max_steps - step) / remaining) if remaining > 0 else 1.0
 
     def _micro_batch(self, index: int) -> list[int]:
-        """Example indices of global micro-batch `index`: a fresh seeded permutation each epoch."""
+        """This process's example indices of global micro-batch `index`.
+
+        A fresh seeded permutation each epoch; a global batch holds batch_size × world_size examples
+        and each rank takes its slice, so the data seen does not depend on the number of processes.
+        """
         size = self.config.train.batch_size
-        per_epoch = max(1, len(self.examples) // size)  # a last partial batch is dropped
+        global_size = size * self.group.world_size
+        per_epoch = max(1, len(self.examples) // global_size)  # a last partial batch is dropped
         epoch, within = divmod(index, per_epoch)
         order = list(range(len(self.examples)))
         random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
-        return order[within * size : (within + 1) * size]
+        start = within * global_size + self.group.rank * size
+        return order[start : start + size]
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_path(self, step: int) -> Path:
         return self.run_dir / "checkpoints" / f"step-{step:07d}.pt"
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
+        if not self.group.is_main:
+            return None
         state = {
             "step": self.step,
             "retriever": self.retriever.trainable_state(),
@@ -214,7 +234,8 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         self.step = int(state["step"])
-        self._truncate_log(self.step)
+        if self.group.is_main:
+            self._truncate_log(self.step)
         log.info("resumed from %s (step %d)", path, self.step)
         return True
 
@@ -231,14 +252,19 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False) -> TrainResult:
         tc = self.config.train
-        dump_config(self.config, self.run_dir / "config.yaml")
+        if self.group.is_main:
+            dump_config(self.config, self.run_dir / "config.yaml")
         if resume:
             self.resume()
         elif self.latest_checkpoint() is not None:
             raise FileExistsError(
                 f"{self.run_dir} already has checkpoints; pass --resume to continue it or choose another run_dir"
             )
-        print(f"[dreamir] {len(self.examples)} training examples; data: {self.stats.summary()}")
+        if self.group.is_main:
+            print(
+                f"[dreamir] {len(self.examples)} training examples; data: {self.stats.summary()}; "
+                f"{self.group.world_size} process(es) × batch {tc.batch_size}"
+            )
         kill_at = int(os.environ.get(_KILL_ENV, "0") or 0)
         self.retriever.train()
         start_time = time.perf_counter()
@@ -250,13 +276,14 @@ class Trainer:
             unit="step",
             disable=not self.show_progress,
         )
-        with open(self.run_dir / "log.jsonl", "a") as log_file:
+        log_path = self.run_dir / "log.jsonl" if self.group.is_main else Path(os.devnull)
+        with open(log_path, "a") as log_file:
             while self.step < tc.max_steps:
                 t0 = time.perf_counter()
                 metrics = self._optimizer_step()
                 self.step += 1
                 seconds = time.perf_counter() - t0
-                n_ex = tc.batch_size * tc.grad_accum
+                n_ex = tc.batch_size * tc.grad_accum * self.group.world_size
                 metrics.update(
                     step=self.step,
                     lr=self.scheduler.get_last_lr()[0],
@@ -273,7 +300,10 @@ class Trainer:
                 if kill_at and self.step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
-        retriever_dir = export_with_heads(self.retriever, self.run_dir, self.run_dir / "retriever")
+        retriever_dir = self.run_dir / "retriever"
+        if self.group.is_main:
+            export_with_heads(self.retriever, self.run_dir, retriever_dir)
+        self.group.barrier()
         quarter = max(1, len(losses) // 4)
         return TrainResult(
             self.run_dir,
@@ -295,6 +325,8 @@ class Trainer:
             for key, value in out.metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / tc.grad_accum
         params = [p for p in self.retriever.parameters() if p.requires_grad]
+        self.group.average_gradients(params)
+        totals = {key: self.group.average(value) for key, value in totals.items()}
         if tc.max_grad_norm is not None:
             totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm))
         self.optimizer.step()

@@ -1,0 +1,46 @@
+"""Two processes (torchrun, gloo) train exactly like one process with the same global batch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from .test_trainer import dreamir, final_state, write_config
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_llm_dir):
+    from dreamir.testing import save_tiny_encoder
+
+    # No dropout, so the retriever is the same function in both runs (dropout masks depend on batch layout).
+    encoder = save_tiny_encoder(tmp_path / "encoder", dropout=0.0)
+    single = write_config(tmp_path, tiny_llm_dir, encoder, "single", steps=5)
+    single.write_text(single.read_text().replace("batch_size: 2", "batch_size: 4"))
+    dreamir("train", "--config", str(single))
+
+    double = write_config(tmp_path, tiny_llm_dir, encoder, "double", steps=5)
+    shutil.copyfile(tmp_path / "single" / "heads.json", tmp_path / "heads.json")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*torchrun, "-m", "dreamir.cli", "train", "--config", str(double), "--heads", str(tmp_path / "heads.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    a, b = final_state(tmp_path / "single"), final_state(tmp_path / "double")
+    assert a["step"] == b["step"] == 5
+    for name, value in a["retriever"].items():
+        torch.testing.assert_close(b["retriever"][name], value, atol=1e-5, rtol=0)
+    run = tmp_path / "double"
+    assert [line.count('"step"') for line in (run / "log.jsonl").read_text().splitlines()] == [1] * 5  # rank 0 only
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000004.pt", "step-0000005.pt"]
+    assert (run / "retriever" / "modules.json").exists()
