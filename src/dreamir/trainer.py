@@ -76,10 +76,14 @@ def _limits(config: RunConfig) -> TokenLimits:
     return TokenLimits(**config.data.limits.model_dump())
 
 
+def head_count(config: RunConfig, lm: FrozenLM) -> int:
+    return lm.num_layers * lm.num_heads if config.heads.count == "all" else int(config.heads.count)
+
+
 def resolve_heads(config: RunConfig, lm: FrozenLM, examples: list[Example], run_dir: Path) -> list[tuple[int, int]]:
     """H from the configured heads file, or selected now from the training texts (label-free)."""
     target = run_dir / "heads.json"
-    count = lm.num_layers * lm.num_heads if config.heads.count == "all" else int(config.heads.count)
+    count = head_count(config, lm)
     if config.heads.file:
         heads = load_heads(config.heads.file, count)
         src = Path(config.heads.file)
@@ -148,8 +152,7 @@ class Trainer:
         if not self.group.is_main:
             # The given heads file, or the set rank 0 just selected (needs run_dir on a shared filesystem).
             heads_file = config.heads.file or str(self.run_dir / "heads.json")
-            count = self.lm.num_layers * self.lm.num_heads if config.heads.count == "all" else int(config.heads.count)
-            heads = load_heads(heads_file, count)
+            heads = load_heads(heads_file, head_count(config, self.lm))
         self.objective = DreamObjective(
             self.lm,
             self.retriever,
