@@ -30,7 +30,7 @@ from dreamir.data.text import split_words
 from dreamir.data.training import Example, TokenLimits, tokenize_examples
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
-from dreamir.models.layout import Layout, pack_batch
+from dreamir.models.layout import Layout
 from dreamir.objectives.dream import target_nll
 
 HeadScoring = Literal["gradient", "attention"]
@@ -200,11 +200,10 @@ def score_heads(
     tokenized = tokenize_examples(examples, lm.tokenize, limits or TokenLimits())
     all_heads = [(lay, h) for lay in range(lm.num_layers) for h in range(lm.num_heads)]
     total = torch.zeros(len(all_heads), dtype=torch.float64)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     batches = range(0, len(examples), batch_size)
     for start in tqdm(batches, desc=f"score heads ({method})", disable=not show_progress, unit="batch"):
         exs, toks = examples[start : start + batch_size], tokenized[start : start + batch_size]
-        packed = pack_batch(toks, lm.sink_token_id, pad, layout, lm.dtype).to(lm.device)
+        packed = lm.pack(toks, layout)
         n_max = int(packed.num_docs.max())
         doc_mask = torch.arange(n_max, device=lm.device)[None] < packed.num_docs[:, None].to(lm.device)
         positive = torch.tensor([ex.positive for ex in exs], device=lm.device)

@@ -42,8 +42,7 @@ def retriever_run(
     queries = retriever.encode([data.queries[q] for q in query_ids], "query", batch_size, show_progress)
     # One extra hit, in case a document sharing the query's id is dropped.
     scores, indices = exact_topk(queries, docs, k + int(ignore_identical_ids))
-    run = to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids)
-    return {q: dict(list(hits.items())[:k]) for q, hits in run.items()}
+    return to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids, k)
 
 
 def evaluate_model(

@@ -6,16 +6,12 @@ import os
 from pathlib import Path
 
 from dreamir.data.beir import load_corpus
+from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
 from dreamir.eval.cache import encode_cached
 from dreamir.eval.evaluate import resolve_model_spec
 from dreamir.eval.index import DenseIndex
 from dreamir.models.retriever import Retriever
-
-
-def corpus_file(data: str | os.PathLike) -> Path:
-    path = Path(data)
-    return path / "corpus.jsonl" if path.is_dir() else path
 
 
 def build_index(
@@ -27,15 +23,16 @@ def build_index(
     use_cache: bool = True,
     show_progress: bool = True,
 ) -> DenseIndex:
-    path = corpus_file(data)
+    path = resolve_corpus_path(data)
     stats = DataStats()
     corpus = load_corpus(path, stats)
     doc_ids = list(corpus)
-    retriever = Retriever.load(resolve_model_spec(model))
+    model = resolve_model_spec(model)
+    retriever = Retriever.load(model)
     vectors = encode_cached(
         retriever, [corpus[d] for d in doc_ids], "document", show_progress=show_progress, use_cache=use_cache
     )
-    meta = {"model": resolve_model_spec(model), "corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
+    meta = {"model": model, "corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
     index = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta)
     index.save(out)
     return index

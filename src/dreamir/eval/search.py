@@ -32,7 +32,10 @@ def to_run(
     scores: np.ndarray,
     indices: np.ndarray,
     ignore_identical_ids: bool = False,
+    k: int | None = None,
 ) -> Run:
+    """Ranked hits per query; with `ignore_identical_ids`, a hit sharing the query's id is dropped
+    (callers fetch one extra hit for it) and at most `k` hits are kept."""
     run: Run = {}
     for row, qid in enumerate(query_ids):
         hits = {}
@@ -41,6 +44,8 @@ def to_run(
             if ignore_identical_ids and did == qid:
                 continue
             hits[did] = float(score)
+            if k is not None and len(hits) == k:
+                break
         run[qid] = hits
     return run
 
@@ -56,5 +61,4 @@ def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100, igno
     tokens = bm25s.tokenize([queries[q] for q in query_ids], stopwords="en", stemmer=stemmer, show_progress=False)
     extra = int(ignore_identical_ids)  # one more hit, in case the query's own id is dropped
     indices, scores = retriever.retrieve(tokens, k=min(k + extra, len(doc_ids)), show_progress=False, n_threads=1)
-    run = to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids)
-    return {q: dict(list(h.items())[:k]) for q, h in run.items()}
+    return to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids, k)

@@ -20,6 +20,7 @@ from torch import nn
 
 from dreamir.assets import ModelSource, cache_dir, resolve_model
 from dreamir.models.injection import ATTENTION_NAME, register_attention
+from dreamir.models.layout import Layout, PackedBatch, TokenizedExample, pack_batch
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,12 @@ class FrozenLM:
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+    def pack(self, tokenized: list[TokenizedExample], layout: Layout = "separate") -> PackedBatch:
+        """The layout of these examples on this model's device (padding with the pad token, or 0)."""
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else 0
+        return pack_batch(tokenized, self.sink_token_id, pad, layout, self.dtype).to(self.device)
 
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from dreamir.data.training import Example
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection, InjectionMode
-from dreamir.models.layout import Layout, PackedBatch, TokenizedExample, pack_batch
+from dreamir.models.layout import Layout, PackedBatch, TokenizedExample
 from dreamir.models.retriever import Retriever
 
 
@@ -121,15 +121,10 @@ class DreamObjective:
             )
         self.lm, self.retriever, self.settings = lm, retriever, settings
 
-    def pack(self, tokenized: list[TokenizedExample]) -> PackedBatch:
-        pad = self.lm.tokenizer.pad_token_id
-        pad = pad if pad is not None else 0
-        return pack_batch(tokenized, self.lm.sink_token_id, pad, self.settings.layout, self.lm.dtype).to(self.lm.device)
-
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)
         log_w = log_doc_weights(scores, mask, self.settings.temperature)
-        packed = self.pack(tokenized)
+        packed = self.lm.pack(tokenized, self.settings.layout)
         injection = HeadInjection(
             heads=self.settings.heads,
             log_weights=log_w.to(self.lm.dtype).to(self.lm.device),
