@@ -4,9 +4,11 @@
 
 Frozen LLM SmolLM2-135M-Instruct, retriever all-MiniLM-L6-v2, 16 heads spread over the layers. Each
 configuration runs `--steps` timed optimiser steps (after one warm-up step), alternating, in one process.
-Prints examples/s, the FLOPs of each step (counted by torch.utils.flop_counter, forward + backward),
-achieved GFLOP/s, and the fp32 matmul GFLOP/s of this machine measured in the same run (the limit).
-Writes bench/results/train_speed.json. A warm cross-epoch document cache (issue 4 (c)) is not built yet.
+Rows: (a) the full-graph reference step, (b) the document key/value reuse step, (c) the reuse step
+with a warm cross-epoch document cache (in memory). Prints examples/s, the FLOPs of each step (counted
+by torch.utils.flop_counter, forward + backward) and of each part (retriever, document forward,
+[q][y] segment), achieved GFLOP/s, and the fp32 matmul GFLOP/s of this machine measured in the same
+run (the limit). Writes bench/results/train_speed.json.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from _results import write_result
 from dreamir.data.training import Example, TokenLimits, tokenize_examples
 from dreamir.models.frozen_lm import FrozenLM
+from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.retriever import Retriever
-from dreamir.objectives.dream import DreamObjective, DreamSettings
+from dreamir.objectives.base import candidate_scores
+from dreamir.objectives.dream import DreamObjective, DreamSettings, document_cache
 from dreamir.testing import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +61,26 @@ def synthetic_examples(lm: FrozenLM, batch: int, candidates: int, doc_tokens: in
     ]
 
 
+def flop_breakdown(lm, retriever, examples, tokenized, step_flops: dict[str, int]) -> dict[str, tuple[int, str]]:
+    """FLOPs of each part of a step: measured for the retriever and the document forward, the rest
+    (the LLM's [q][y] segment with its backward, or the full graph) by difference."""
+    with FlopCounterMode(display=False) as counter:
+        scores, _ = candidate_scores(retriever, examples)
+        scores.sum().backward()
+    retriever_flops = counter.get_total_flops()
+    retriever.zero_grad(set_to_none=True)
+    packed = lm.pack(tokenized)
+    with FlopCounterMode(display=False) as counter:
+        document_cache(lm, packed)
+    doc_flops = counter.get_total_flops()
+    return {
+        "retriever forward+backward": (retriever_flops, "a, b, c"),
+        "LLM document forward (no graph)": (doc_flops, "b (c: from the cache)"),
+        "LLM [q][y] forward+backward": (step_flops["cached"] - retriever_flops, "b, c"),
+        "LLM full layout forward+backward": (step_flops["reference"] - retriever_flops, "a"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=8)
@@ -74,11 +98,13 @@ def main() -> None:
     examples = synthetic_examples(lm, args.batch, args.candidates, args.doc_tokens, args.target_tokens)
     limits = TokenLimits(query=args.target_tokens, target=args.target_tokens, doc=args.doc_tokens)
     tokenized = tokenize_examples(examples, lm.tokenize, limits)
-    configs = {"reference": False, "reuse": True}
+    store = DocumentKVStore(64 * 2**30)
     objectives = {
-        name: DreamObjective(lm, retriever, DreamSettings(heads=heads, reuse_documents=reuse))
-        for name, reuse in configs.items()
+        "reference": DreamObjective(lm, retriever, DreamSettings(heads=heads, reuse_documents=False)),
+        "reuse": DreamObjective(lm, retriever, DreamSettings(heads=heads, reuse_documents=True)),
+        "cached": DreamObjective(lm, retriever, DreamSettings(heads=heads), document_store=store),
     }
+    configs = list(objectives)
     optimizer = torch.optim.AdamW(retriever.parameters(), lr=1e-6)
 
     def step(name: str) -> float:
@@ -90,10 +116,11 @@ def main() -> None:
 
     flops = {}
     for name in configs:
-        step(name)  # warm-up
+        step(name)  # warm-up (and, for "cached", the step that fills the document cache)
         with FlopCounterMode(display=False) as counter:
             step(name)
         flops[name] = counter.get_total_flops()
+    parts = flop_breakdown(lm, retriever, examples, tokenized, flops)
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.steps):
         for name in configs:
@@ -108,6 +135,15 @@ def main() -> None:
             "gflop_per_step": flops[name] / 1e9,
             "achieved_gflops": flops[name] / seconds / 1e9,
         }
+    print("FLOPs per step by part (GFLOP):")
+    print("| part | GFLOP | in steps |")
+    print("|---|---:|---|")
+    for part, (value, used_by) in parts.items():
+        print(f"| {part} | {value / 1e9:.0f} | {used_by} |")
+    by_count = {name: flops["reference"] / flops[name] for name in ("reuse", "cached")}
+    print(
+        f"ratio by FLOP count alone: reuse/reference {by_count['reuse']:.2f}, cached/reference {by_count['cached']:.2f}"
+    )
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"batch {args.batch}, {args.candidates} candidates × {args.doc_tokens} tokens, target {args.target_tokens} "
@@ -121,9 +157,11 @@ def main() -> None:
             f"| {row['achieved_gflops']:.1f} | {row['achieved_gflops'] / limit:.2f} |"
         )
     ratio = rows["reuse"]["examples_per_s"] / rows["reference"]["examples_per_s"]
+    ratio_cached = rows["cached"]["examples_per_s"] / rows["reference"]["examples_per_s"]
     print(
-        f"fp32 matmul limit: {limit:.1f} GFLOP/s; ratio reuse/reference (examples/s): {ratio:.2f}; "
-        f"peak RSS {peak_rss_mb:.0f} MB"
+        f"fp32 matmul limit: {limit:.1f} GFLOP/s; ratio b/a reuse/reference (examples/s): {ratio:.2f}; "
+        f"c/a cached/reference: {ratio_cached:.2f}; peak RSS {peak_rss_mb:.0f} MB "
+        f"(document cache holds {store.bytes_used / 2**20:.0f} MB for {args.batch} examples)"
     )
     result = {
         "args": vars(args),
@@ -132,8 +170,11 @@ def main() -> None:
         "gflops_reuse": rows["reuse"]["achieved_gflops"],
         "gflops_matmul_limit": limit,
         "peak_rss_mb": peak_rss_mb,
-        "ratio_cached_vs_reference": None,
-        "note": "warm cross-epoch document cache not implemented yet",
+        "ratio_cached_vs_reference": ratio_cached,
+        "gflops_cached": rows["cached"]["achieved_gflops"],
+        "flop_breakdown_gflop": {part: value / 1e9 for part, (value, _) in parts.items()},
+        "ratio_by_flop_count": by_count,
+        "document_cache_mb": store.bytes_used / 2**20,
     }
     write_result(args.out, result)
 

@@ -101,5 +101,41 @@ def test_self_supervised_examples_never_contain_their_own_chunk():
 
 
 def test_too_little_text_is_a_clear_error():
-    with pytest.raises(ValueError, match="need more than"):
+    with pytest.raises(ValueError, match="need at least"):
         build_self_supervised(["short text only"], BuildSettings(min_words=1), show_progress=False)
+
+
+def test_build_data_from_qa_pairs(tmp_path, capsys):
+    from dreamir.cli import main
+
+    words = ["protein", "cell", "gene", "tumor", "blood", "heart", "brain", "acid", "mouse", "human"]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"text": " ".join(f"{words[(i + j) % 10]}{i % 4}" for j in range(30))}) + "\n" for i in range(9)
+        )
+    )
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        json.dumps({"question": "what does gene1 do", "answer": "it codes protein1"})
+        + "\n"
+        + json.dumps({"question": "", "answer": "skipped"})
+        + "\n"
+        + json.dumps({"question": "tumor2 growth", "answer": "fast"})
+        + "\n"
+    )
+    out = tmp_path / "train.jsonl"
+    args = ["build-data", "--qa", str(pairs), "--corpus", str(corpus), "--out", str(out), "--candidates", "3"]
+    assert main(args) == 0
+    assert "skipped_empty_pair" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["query"] for r in rows) == ["tumor2 growth", "what does gene1 do"]
+    gene = next(r for r in rows if r["query"].startswith("what"))
+    assert gene["target"] == "it codes protein1" and len(gene["candidates"]) == 3
+    assert ["gene1" in c for c in gene["candidates"]] == [True, True, False]  # the 2 chunks with gene1 rank first
+    first = out.read_text()
+    assert main(args) == 0 and out.read_text() == first  # deterministic
+
+    pairs.write_text(json.dumps({"question": "q", "answer": 3}) + "\n")
+    assert main(args) == 2
+    assert f"{pairs}, line 1: field 'answer'" in capsys.readouterr().err

@@ -92,3 +92,58 @@ def test_reuse_step_on_smollm2(tmp_path):
     heads = [(layer, head) for layer in (4, 12, 20) for head in (0, 4, 8)]
     loss, rel = assert_same_step(lm, retriever, examples, heads)
     print(f"SmolLM2 reuse vs reference: loss {loss:.5f}, relative gradient difference {rel:.2e}")
+
+
+def _score_step(lm, pb, mode, reuse, keys=None, store=None):
+    scores = torch.randn(2, 3, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    log_w = torch.log_softmax((scores / 0.5).masked_fill(~doc_mask(pb), float("-inf")), -1)
+    nll = target_nll(lm, pb, injection(pb, SOME_HEADS, log_w, mode), reuse, keys, store)
+    nll.sum().backward()
+    return nll.detach(), scores.grad.clone()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_warm_document_cache_matches_reference(arch, where, tmp_path):
+    from dreamir.models.kv_store import DocumentKVStore
+    from dreamir.models.layout import pack_batch
+
+    from .test_injection import examples
+
+    lm = make_lm(arch)
+    store = DocumentKVStore(2**30, tmp_path / "kv" if where == "disk" else None)
+    keys = [DocumentKVStore.key(ex.docs, "tag") for ex in examples()]
+    # Warm the cache with example 1 alone: its region is padded differently there than in the pair batch.
+    alone = pack_batch(examples()[1:], lm.sink_token_id, lm.tokenizer.pad_token_id)
+    target_nll(lm, alone, None, True, keys[1:], store)
+    pb = packed(lm)
+    ref_loss, ref_grad = _score_step(lm, pb, "bias", reuse=False)
+    first = _score_step(lm, pb, "bias", True, keys, store)  # example 0 misses, example 1 hits
+    warm = _score_step(lm, pb, "bias", True, keys, store)  # both hit
+    assert (store.hits, store.misses) == (3, 2)
+    for loss, grad in (first, warm):
+        torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_document_cache_respects_its_size_limit(tmp_path):
+    from dreamir.models.kv_store import DocumentKVStore
+
+    entry = torch.ones(2, 2, 1, 5, 4)  # 320 bytes
+    store = DocumentKVStore(700, tmp_path)
+    assert [store.put(k, entry) for k in ("a", "b", "c")] == [True, True, False]
+    assert store.bytes_used == 640 and store.refused == 1 and store.get("c") is None
+    reopened = DocumentKVStore(700, tmp_path)  # a resumed run finds the finished entries
+    assert reopened.bytes_used > 0 and torch.equal(reopened.get("a"), entry)
+    assert not reopened.put("d", entry)
+    with pytest.raises(ValueError, match="positive size limit"):
+        DocumentKVStore(0)
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_document_keys_depend_on_tokens_and_tag():
+    from dreamir.models.kv_store import DocumentKVStore
+
+    key = DocumentKVStore.key
+    assert key([[1, 2], [3]], "m") == key([[1, 2], [3]], "m")
+    assert len({key([[1, 2], [3]], "m"), key([[1], [2, 3]], "m"), key([[1, 2], [3]], "other")}) == 3

@@ -118,3 +118,38 @@ def test_cli_errors_name_the_problem(tmp_path):
     proc = dreamir("train", "--data", str(data), "--llm", "nowhere/../x", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{data}, line 2: malformed JSON" in proc.stderr
+
+
+def test_document_cache_trains_to_the_same_weights(tmp_path, tiny_llm_dir):
+    from dreamir.config import load_config
+    from dreamir.testing import save_tiny_encoder
+    from dreamir.trainer import Trainer
+
+    encoder = save_tiny_encoder(tmp_path / "encoder", dropout=0.0)  # same retriever function in both runs
+    base = write_config(tmp_path, tiny_llm_dir, encoder, "plain", steps=12)  # 10 examples, batch 2: 2.4 epochs
+    plain = Trainer(load_config(base), show_progress=False)
+    plain.train()
+    cached_config = load_config(
+        base,
+        {
+            "run_dir": str(tmp_path / "cached"),
+            "heads.file": str(tmp_path / "plain" / "heads.json"),
+            "dream.document_cache_mb": 64,
+            "dream.document_cache_dir": str(tmp_path / "kv"),
+        },
+    )
+    cached = Trainer(cached_config, show_progress=False)
+    cached.train()
+    store = cached.objective.document_store
+    assert store is not None and store.misses == 10 and store.hits == 14  # the first epoch fills it
+    assert len(list((tmp_path / "kv" / "rank0").glob("*.pt"))) == 10
+    a, b = final_state(tmp_path / "plain"), final_state(tmp_path / "cached")
+    for name, value in a["retriever"].items():
+        torch.testing.assert_close(b["retriever"][name], value, atol=1e-5, rtol=1e-4)
+
+
+def test_document_cache_is_refused_with_the_reference_step():
+    from dreamir.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="document_cache_mb needs the reuse step"):
+        load_config(None, {"dream.document_cache_mb": 10, "dream.reference_step": True})

@@ -15,9 +15,11 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
     from dreamir.data.jsonl import write_jsonl_atomic
     from dreamir.data.text import (
         BuildSettings,
+        build_from_qa,
         build_self_supervised,
         examples_to_rows,
         read_corpus_texts,
+        read_qa_pairs,
         resolve_corpus_path,
     )
     from dreamir.data.training import DataStats
@@ -30,7 +32,10 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
         max_examples=args.max_examples,
         seed=args.seed,
     )
-    examples = build_self_supervised(texts, settings, stats)
+    if args.qa:
+        examples = build_from_qa(read_qa_pairs(args.qa, stats), texts, settings, stats)
+    else:
+        examples = build_self_supervised(texts, settings, stats)
     n = write_jsonl_atomic(args.out, examples_to_rows(examples))
     print(f"wrote {n} examples to {args.out} ({stats.summary()})")
 
@@ -82,6 +87,9 @@ def _config_from_args(args: argparse.Namespace):
         "dtype": args.dtype,
         "seed": args.seed,
         "dream.reference_step": True if args.reference_step else None,
+        "dream.document_cache_mb": args.document_cache_mb,
+        "dream.document_cache_dir": args.document_cache_dir,
+        "train.objective": args.objective,
     }
     overrides.update({k: v for k, v in shortcuts.items() if v is not None})
     return load_config(args.config, overrides)
@@ -104,6 +112,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from dreamir.compare import load_compare_config, run_compare
+
+    overrides = dict(parse_override(item) for item in args.set or [])
+    config = load_compare_config(args.config, overrides)
+    run_compare(config)
+    print(f"comparison: {config.out}/compare.md, compare.json, compare.png")
+
+
 def _cmd_export(args: argparse.Namespace) -> None:
     from dreamir.trainer import export_run
 
@@ -116,8 +133,18 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from dreamir.eval.evaluate import evaluate_model, format_table, write_report
 
     data = load_beir(args.data, args.split)
+    from dreamir.zeroshot.retrieval import ZeroShotOptions
+
+    zero_shot = ZeroShotOptions(args.mode, args.words, args.templates, args.device, args.trust_remote_code)
     results = [
-        evaluate_model(m, data, name=m, use_cache=not args.no_cache, ignore_identical_ids=not args.keep_identical_ids)
+        evaluate_model(
+            m,
+            data,
+            name=m if zero_shot.mode == "dense" or ":" not in m else f"{m} ({zero_shot.mode})",
+            use_cache=not args.no_cache,
+            ignore_identical_ids=not args.keep_identical_ids,
+            zero_shot=zero_shot,
+        )
         for m in args.model
     ]
     print(format_table(results, f"{data.name} ({args.split})"))
@@ -127,10 +154,29 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
-    from dreamir.eval.indexing import build_index
+    from dreamir.eval.indexing import Shard, build_index, merge_index
 
-    index = build_index(args.data, args.model, args.out, args.factory, args.params, use_cache=not args.no_cache)
-    print(f"indexed {index.size} documents with {args.model} ({args.factory}) → {args.out}")
+    if args.merge:
+        index = merge_index(args.out, args.factory, args.params)
+        print(f"merged {index.meta['merged_parts']} parts: {index.size} documents ({args.factory}) → {args.out}")
+        return
+    if not (args.data and args.model):
+        raise ValueError("dreamir index needs --data and --model (or --merge)")
+    shard = Shard.parse(args.shard) if args.shard else None
+    index = build_index(
+        args.data,
+        args.model,
+        args.out,
+        args.factory,
+        args.params,
+        use_cache=not args.no_cache,
+        shard=shard,
+        device=args.device,
+    )
+    if index is not None:
+        print(f"indexed {index.size} documents with {args.model} ({args.factory}) → {args.out}")
+    elif shard is not None:
+        print(f"wrote part {shard.index + 1} of {shard.count} to {args.out}/parts; `dreamir index --merge` joins them")
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
@@ -160,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-data", help="self-supervised training examples from an unlabelled corpus")
     p.add_argument("--corpus", required=True, help="corpus JSONL ({'text', 'title'?}) or a BEIR folder")
     p.add_argument("--out", required=True)
+    p.add_argument("--qa", help="question/answer pairs JSONL ({'question', 'answer'}): q = question, y = answer")
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--chunk-words", type=int, default=96)
     p.add_argument("--max-examples", type=int, default=None)
@@ -200,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train with the full-graph reference step instead of reusing document keys/values",
     )
+    p.add_argument(
+        "--document-cache-mb",
+        type=int,
+        help="keep up to this many MB of document keys/values across epochs (DREAM reuse step; 0 = off)",
+    )
+    p.add_argument("--document-cache-dir", help="keep the document cache in this folder instead of memory")
+    p.add_argument("--objective", help="dream (default), replug, revela or infonce")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="write a run's retriever as a sentence-transformers folder")
@@ -223,12 +277,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep hits whose id equals the query id (BEIR drops them by default)",
     )
+    zs = p.add_argument_group("zero-shot LLM retrievers (--model promptreps:NAME / diffretriever:NAME)")
+    zs.add_argument("--mode", choices=["dense", "sparse", "hybrid", "multivector"], default="dense")
+    zs.add_argument("--k", dest="words", type=int, help="words: DiffRetriever's mask tokens (4), PromptReps' (1)")
+    zs.add_argument("--templates", help="prompt templates YAML (default: the packaged zeroshot_templates.yaml)")
+    zs.add_argument("--trust-remote-code", action="store_true", help="allow Dream / LLaDA remote model code")
+    zs.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("compare", help="train every objective on the same data and budget; one table + plot")
+    p.add_argument("--config", required=True, help="comparison YAML (see configs/compare-*.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. out=runs/cmp2")
+    p.set_defaults(func=_cmd_compare)
+
     p = sub.add_parser("index", help="encode a corpus once into a reusable index")
-    p.add_argument("--data", required=True, help="BEIR folder or corpus JSONL with _id/title/text")
-    p.add_argument("--model", required=True)
+    p.add_argument("--data", help="BEIR folder or corpus JSONL with _id/title/text")
+    p.add_argument("--model")
     p.add_argument("--out", required=True)
+    p.add_argument("--shard", metavar="I/N", help="encode only the I-th of N slices into OUT/parts (several machines)")
+    p.add_argument("--merge", action="store_true", help="join the parts in OUT/parts into one index")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--factory", default="exact", help="'exact' or a faiss index-factory string, e.g. IVF1024,Flat")
     p.add_argument("--params", default="", help="faiss search parameters, e.g. nprobe=64 or efSearch=128")
     p.add_argument("--no-cache", action="store_true")

@@ -63,10 +63,40 @@ class DreamConfig(_Strict):
     layout: Literal["separate", "concat"] = "separate"
     # The full-graph step (graph over document rows too); the default reuses document keys/values.
     reference_step: bool = False
+    # Cross-epoch cache of document keys/values (reuse step only). 0 = off. Held in memory, or in
+    # `document_cache_dir` when set; nothing new is stored once the limit is reached.
+    document_cache_mb: int = Field(0, ge=0)
+    document_cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _cache_needs_reuse(self) -> DreamConfig:
+        if self.document_cache_mb and self.reference_step:
+            raise ValueError("document_cache_mb needs the reuse step; it cannot be combined with reference_step")
+        return self
+
+
+class ReplugConfig(_Strict):
+    lm_temperature: float = Field(0.1, gt=0)
+    retriever_temperature: float = Field(0.1, gt=0)
+    lm_score: Literal["mean", "sum"] = "mean"  # ℓ per target token (mean) or in total (sum)
+
+
+class RevelaConfig(_Strict):
+    temperature: float = Field(1e-4, gt=0)
+    train_lm: bool = False  # train LoRA adapters in the LM too (the paper's setting)
+    value_norm: bool = True  # divide each document's in-batch output by its attention-weighted value norm
+    lm_lora: LoraConfig = LoraConfig()
+
+
+class InfoNCEConfig(_Strict):
+    temperature: float = Field(0.05, gt=0)
+
+
+Objective = Literal["dream", "replug", "revela", "infonce"]
 
 
 class TrainConfig(_Strict):
-    objective: Literal["dream"] = "dream"
+    objective: Objective = "dream"
     batch_size: int = Field(4, gt=0)
     grad_accum: int = Field(1, gt=0)
     lr: float = Field(2e-5, gt=0)
@@ -89,6 +119,9 @@ class RunConfig(_Strict):
     data: DataConfig = DataConfig()
     heads: HeadsConfig = HeadsConfig()
     dream: DreamConfig = DreamConfig()
+    replug: ReplugConfig = ReplugConfig()
+    revela: RevelaConfig = RevelaConfig()
+    infonce: InfoNCEConfig = InfoNCEConfig()
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")

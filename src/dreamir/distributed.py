@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -44,12 +45,15 @@ class ProcessGroup:
         return float(t.item()) / self.world_size
 
 
-def init_from_env(device: str) -> ProcessGroup:
-    """Join the process group torchrun describes in the environment; a single process otherwise."""
+def init_from_env(device: str, timeout_minutes: float | None = None) -> ProcessGroup:
+    """Join the process group torchrun describes in the environment; a single process otherwise.
+
+    `timeout_minutes` bounds how long a collective (e.g. a barrier) waits for the slowest rank."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return ProcessGroup()
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
+        timeout = timedelta(minutes=timeout_minutes) if timeout_minutes else None
+        dist.init_process_group(backend=backend, timeout=timeout)
     return ProcessGroup(rank=dist.get_rank(), world_size=dist.get_world_size())

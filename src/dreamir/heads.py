@@ -214,8 +214,10 @@ def score_heads(
             injection = HeadInjection(
                 all_heads, uniform + bias, packed.doc_index, packed.inject_rows, packed.num_docs, mode="bias"
             )
-            # Sum over examples so each example's gradient is its own ∂L_b/∂b_b.
-            target_nll(lm, packed, injection).sum().backward()
+            # Sum over examples so each example's gradient is its own ∂L_b/∂b_b. The reuse step gives
+            # the reference gradients (tests/test_reuse_step.py) with a graph over [q][y] rows only:
+            # with every head injected, a graph over all rows held about 9 GB at the training defaults.
+            target_nll(lm, packed, injection, reuse_documents=True).sum().backward()
             grad = bias.grad.double()  # (B, heads, N)
             neg = (grad * (~is_pos & doc_mask)[:, None]).sum(-1) / (doc_mask.sum(-1, keepdim=True) - 1).clamp_min(1)
             pos = (grad * is_pos[:, None]).sum(-1)
@@ -231,7 +233,7 @@ def score_heads(
                     packed.num_docs,
                     record_rows=packed.query_rows,
                 )
-                target_nll(lm, packed, injection)
+                target_nll(lm, packed, injection, reuse_documents=True)
             for layer, share in injection.recorded_doc_mass.items():  # share: (B, heads, N)
                 on_gold = (share.double() * is_pos[:, None]).sum(-1)
                 total[layer * lm.num_heads : (layer + 1) * lm.num_heads] += on_gold.sum(0).cpu()

@@ -173,25 +173,30 @@ def tiny_causal_lm(arch: str = "llama", seed: int = 0, layers: int = 3, heads: i
     return model, tok
 
 
-def save_tiny_encoder(path: str | Path, seed: int = 0, dropout: float = 0.1) -> Path:
-    """A random BERT retriever saved as a plain HF folder."""
-    from transformers import BertConfig, BertModel
+def _tiny_bert_config(tok, dropout: float, max_positions: int):
+    from transformers import BertConfig
 
-    tok = make_tokenizer("encoder")
-    config = BertConfig(
+    return BertConfig(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
-        max_position_embeddings=128,
+        max_position_embeddings=max_positions,
         pad_token_id=tok.pad_token_id,
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
     )
+
+
+def save_tiny_encoder(path: str | Path, seed: int = 0, dropout: float = 0.1) -> Path:
+    """A random BERT retriever saved as a plain HF folder."""
+    from transformers import BertModel
+
+    tok = make_tokenizer("encoder")
     torch.manual_seed(seed)
     path = Path(path)
-    BertModel(config).save_pretrained(path)
+    BertModel(_tiny_bert_config(tok, dropout, max_positions=128)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
@@ -200,5 +205,17 @@ def save_tiny_decoder(path: str | Path, arch: str = "llama", seed: int = 0) -> P
     model, tok = tiny_causal_lm(arch, seed=seed)
     path = Path(path)
     model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def save_tiny_masked_lm(path: str | Path, seed: int = 0) -> Path:
+    """A random BERT masked LM (with [MASK]) saved as a plain HF folder: DiffRetriever's test model."""
+    from transformers import BertForMaskedLM
+
+    tok = make_tokenizer("encoder")
+    torch.manual_seed(seed)
+    path = Path(path)
+    BertForMaskedLM(_tiny_bert_config(tok, dropout=0.1, max_positions=256)).save_pretrained(path)
     tok.save_pretrained(path)
     return path

@@ -32,9 +32,14 @@ from dreamir.data.training import DataStats, Example, TokenLimits, load_examples
 from dreamir.distributed import init_from_env
 from dreamir.heads import detection_examples_from_texts, load_heads, score_heads
 from dreamir.models.frozen_lm import FrozenLM, parse_dtype
+from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import LoraSettings, Retriever
+from dreamir.objectives.base import Objective
 from dreamir.objectives.dream import DreamObjective, DreamSettings
+from dreamir.objectives.infonce import InfoNCEObjective, InfoNCESettings
+from dreamir.objectives.replug import ReplugObjective, ReplugSettings
+from dreamir.objectives.revela import RevelaObjective, RevelaSettings
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,43 @@ def resolve_heads(config: RunConfig, lm: FrozenLM, examples: list[Example], run_
     return ranking.top(count)
 
 
+def document_store(config: RunConfig) -> DocumentKVStore | None:
+    dc = config.dream
+    if not dc.document_cache_mb:
+        return None
+    # One folder per rank: processes never write the same entry (each sees its own shard anyway).
+    directory = Path(dc.document_cache_dir) / f"rank{os.environ.get('RANK', '0')}" if dc.document_cache_dir else None
+    return DocumentKVStore(dc.document_cache_mb * 2**20, directory)
+
+
+def build_objective(
+    config: RunConfig, lm: FrozenLM | None, retriever: Retriever, heads: list[tuple[int, int]]
+) -> Objective:
+    """The configured objective; all share the trainer, data and retriever (METHOD §2)."""
+    name = config.train.objective
+    if name == "infonce":
+        return InfoNCEObjective(retriever, InfoNCESettings(**config.infonce.model_dump()))
+    assert lm is not None, f"{name} needs the frozen LLM"
+    if name == "replug":
+        return ReplugObjective(lm, retriever, ReplugSettings(**config.replug.model_dump()))
+    if name == "revela":
+        rc = config.revela
+        lora = LoraSettings(**rc.lm_lora.model_dump())
+        return RevelaObjective(lm, retriever, RevelaSettings(rc.temperature, rc.train_lm, lora, rc.value_norm))
+    return DreamObjective(
+        lm,
+        retriever,
+        DreamSettings(
+            heads=heads,
+            temperature=config.dream.temperature,
+            mode=config.dream.mode,
+            layout=config.dream.layout,
+            reuse_documents=not config.dream.reference_step,
+        ),
+        document_store=document_store(config),
+    )
+
+
 class Trainer:
     def __init__(
         self,
@@ -139,35 +181,39 @@ class Trainer:
         if not examples:
             raise ValueError(f"no usable training examples ({self.stats.summary()})")
         self.examples = examples
-        self.lm = lm or FrozenLM.load(config.llm.name, device=config.device, dtype=config.dtype)
-        self.tokenized: list[TokenizedExample] = tokenize_examples(
-            examples, self.lm.tokenize, _limits(config), self.stats
+        objective = config.train.objective
+        self.lm = lm
+        if self.lm is None and objective != "infonce":  # InfoNCE never runs the LLM
+            self.lm = FrozenLM.load(config.llm.name, device=config.device, dtype=config.dtype)
+        self.tokenized: list[TokenizedExample | None] = (
+            list(tokenize_examples(examples, self.lm.tokenize, _limits(config), self.stats))
+            if self.lm is not None
+            else [None] * len(examples)
         )
         self.retriever = retriever or build_retriever(config)
         if self.group.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-            heads = resolve_heads(config, self.lm, examples, self.run_dir)
-        self.group.barrier()
-        if not self.group.is_main:
-            # The given heads file, or the set rank 0 just selected (needs run_dir on a shared filesystem).
-            heads_file = config.heads.file or str(self.run_dir / "heads.json")
-            heads = load_heads(heads_file, head_count(config, self.lm))
-        self.objective = DreamObjective(
-            self.lm,
-            self.retriever,
-            DreamSettings(
-                heads=heads,
-                temperature=config.dream.temperature,
-                mode=config.dream.mode,
-                layout=config.dream.layout,
-                reuse_documents=not config.dream.reference_step,
-            ),
+        heads: list[tuple[int, int]] = []
+        if objective == "dream":
+            assert self.lm is not None
+            if self.group.is_main:
+                heads = resolve_heads(config, self.lm, examples, self.run_dir)
+            self.group.barrier()
+            if not self.group.is_main:
+                # The given heads file, or the set rank 0 just selected (needs run_dir on a shared filesystem).
+                heads_file = config.heads.file or str(self.run_dir / "heads.json")
+                heads = load_heads(heads_file, head_count(config, self.lm))
+        self.objective = build_objective(config, self.lm, self.retriever, heads)
+        self.extra_params = self.objective.extra_parameters()
+        self.optimizer = torch.optim.AdamW(
+            self._trainable(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
-        params = [p for p in self.retriever.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.retriever.parameters() if p.requires_grad] + list(self.extra_params.values())
 
     # ------------------------------------------------------------------ schedule and data order
     def _lr_factor(self, step: int) -> float:
@@ -204,6 +250,7 @@ class Trainer:
         state = {
             "step": self.step,
             "retriever": self.retriever.trainable_state(),
+            "objective": {name: p.detach().cpu().clone() for name, p in self.extra_params.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {
@@ -231,6 +278,9 @@ class Trainer:
             return False
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.retriever.load_trainable_state(state["retriever"])
+        with torch.no_grad():
+            for name, value in state.get("objective", {}).items():
+                self.extra_params[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -275,7 +325,7 @@ class Trainer:
         bar = tqdm(
             total=tc.max_steps,
             initial=self.step,
-            desc="train dream",
+            desc=f"train {self.config.train.objective}",
             unit="step",
             disable=not self.show_progress,
         )
@@ -303,6 +353,9 @@ class Trainer:
                 if kill_at and self.step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
+        store = getattr(self.objective, "document_store", None)
+        if store is not None and self.group.is_main:
+            print(f"[dreamir] {store.summary()}")
         retriever_dir = self.run_dir / "retriever"
         if self.group.is_main:
             export_with_heads(self.retriever, self.run_dir, retriever_dir)
@@ -327,7 +380,7 @@ class Trainer:
             (out.loss / tc.grad_accum).backward()
             for key, value in out.metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / tc.grad_accum
-        params = [p for p in self.retriever.parameters() if p.requires_grad]
+        params = self._trainable()
         self.group.average_gradients(params)
         totals = {key: self.group.average(value) for key, value in totals.items()}
         if tc.max_grad_norm is not None:

@@ -1,4 +1,4 @@
-"""Unlabelled text → self-supervised DREAM examples (METHOD §1.5).
+"""Unlabelled text (or question/answer pairs) → training examples (METHOD §1.5).
 
 Documents are chunked by words at sentence boundaries; for each chunk, q = its first half,
 y = its second half, and the candidates are the top-N BM25 neighbours of q among the OTHER
@@ -72,7 +72,12 @@ def chunk_text(text: str, chunk_words: int = 96, min_words: int = 24) -> list[st
 class BuildSettings:
     num_candidates: int = 8
     chunk_words: int = 96
-    min_words: int = 24
+    min_words: int | None = None  # shorter chunks are dropped; default a quarter of chunk_words
+
+    def __post_init__(self) -> None:
+        if self.min_words is None:
+            self.min_words = max(1, self.chunk_words // 4)
+
     max_examples: int | None = None
     seed: int = 0
 
@@ -88,55 +93,122 @@ def bm25_index(texts: list[str]):
     return retriever, stemmer
 
 
-def build_self_supervised(
-    texts: Iterable[str], settings: BuildSettings, stats: DataStats | None = None, show_progress: bool = True
-) -> list[Example]:
-    import bm25s
-
-    stats = stats if stats is not None else DataStats()
+def corpus_chunks(texts: Iterable[str], settings: BuildSettings, stats: DataStats) -> list[str]:
     chunks: list[str] = []
     for text in texts:
-        pieces = chunk_text(text, settings.chunk_words, settings.min_words)
+        pieces = chunk_text(text, settings.chunk_words, settings.min_words or 1)
         if not pieces:
             stats.add("documents_too_short")
         chunks.extend(pieces)
-    if len(chunks) <= settings.num_candidates:
-        raise ValueError(
-            f"only {len(chunks)} chunks of ≥{settings.min_words} words: need more than "
-            f"{settings.num_candidates} to mine {settings.num_candidates} candidates per example"
-        )
-    order = list(range(len(chunks)))
-    random.Random(settings.seed).shuffle(order)
-    if settings.max_examples is not None:
-        order = order[: settings.max_examples]
+    stats.add("chunks", len(chunks))
+    return chunks
+
+
+def mine_candidates(
+    chunks: list[str],
+    queries: list[str],
+    exclude: list[int | None],
+    num_candidates: int,
+    stats: DataStats,
+    show_progress: bool = True,
+) -> list[list[str]]:
+    """Top-N BM25 chunks for each query, never chunk `exclude[i]` and no text twice."""
+    import bm25s
+
     retriever, stemmer = bm25_index(chunks)
-    examples = []
-    halves = [chunks[i].split() for i in order]
-    queries = [" ".join(w[: len(w) // 2]) for w in halves]
-    want = min(len(chunks), settings.num_candidates * 2 + 1)
+    want = min(len(chunks), num_candidates * 2 + 1)  # room for the excluded chunk and duplicates
     results, _ = retriever.retrieve(
         bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
         k=want,
         show_progress=False,
         n_threads=1,
     )
-    for row, chunk_id in enumerate(tqdm(order, desc="mine candidates", disable=not show_progress)):
-        words = halves[row]
-        seen: set[str] = {chunks[chunk_id]}
+    mined = []
+    for row in tqdm(range(len(queries)), desc="mine candidates", disable=not show_progress):
+        own = exclude[row]
+        seen: set[str] = {chunks[own]} if own is not None else set()
         candidates = []
         for hit in results[row]:
             text = chunks[int(hit)]
-            if int(hit) == chunk_id or text in seen:
+            if int(hit) == own or text in seen:
                 continue
             seen.add(text)
             candidates.append(text)
-            if len(candidates) == settings.num_candidates:
+            if len(candidates) == num_candidates:
                 break
-        if len(candidates) < settings.num_candidates:
+        if len(candidates) < num_candidates:
             stats.add("examples_with_fewer_candidates")
-        examples.append(Example(queries[row], " ".join(words[len(words) // 2 :]), candidates))
-    stats.add("chunks", len(chunks))
-    return examples
+        mined.append(candidates)
+    return mined
+
+
+def _enough_chunks(chunks: list[str], settings: BuildSettings, need_more: int) -> None:
+    if len(chunks) < settings.num_candidates + need_more:
+        raise ValueError(
+            f"only {len(chunks)} chunks of ≥{settings.min_words} words: need at least "
+            f"{settings.num_candidates + need_more} to mine {settings.num_candidates} candidates per example"
+        )
+
+
+def build_self_supervised(
+    texts: Iterable[str], settings: BuildSettings, stats: DataStats | None = None, show_progress: bool = True
+) -> list[Example]:
+    stats = stats if stats is not None else DataStats()
+    chunks = corpus_chunks(texts, settings, stats)
+    _enough_chunks(chunks, settings, need_more=1)  # the chunk itself is never its own candidate
+    order = list(range(len(chunks)))
+    random.Random(settings.seed).shuffle(order)
+    if settings.max_examples is not None:
+        order = order[: settings.max_examples]
+    halves = [chunks[i].split() for i in order]
+    queries = [" ".join(w[: len(w) // 2]) for w in halves]
+    mined = mine_candidates(chunks, queries, list(order), settings.num_candidates, stats, show_progress)
+    return [
+        Example(query, " ".join(words[len(words) // 2 :]), candidates)
+        for query, words, candidates in zip(queries, halves, mined, strict=True)
+    ]
+
+
+def read_qa_pairs(path: str | os.PathLike, stats: DataStats) -> list[tuple[str, str]]:
+    """Question/answer pairs from JSONL: {"question", "answer"} (or {"query", "target"})."""
+    pairs = []
+    for line, obj in iter_jsonl(path):
+        fields = ("question", "answer") if "question" in obj or "answer" in obj else ("query", "target")
+        values = []
+        for name in fields:
+            value = obj.get(name)
+            if not isinstance(value, str):
+                raise DataError(path, line, "missing or not a string (expected question/answer)", name)
+            values.append(value.strip())
+        if not all(values):
+            stats.add("skipped_empty_pair")
+            continue
+        pairs.append((values[0], values[1]))
+    if not pairs:
+        raise DataError(path, None, "no usable question/answer pairs")
+    return pairs
+
+
+def build_from_qa(
+    pairs: list[tuple[str, str]],
+    texts: Iterable[str],
+    settings: BuildSettings,
+    stats: DataStats | None = None,
+    show_progress: bool = True,
+) -> list[Example]:
+    """q = question, y = answer, candidates = the question's top-N BM25 chunks of the corpus (METHOD §1.5)."""
+    stats = stats if stats is not None else DataStats()
+    chunks = corpus_chunks(texts, settings, stats)
+    _enough_chunks(chunks, settings, need_more=0)
+    order = list(range(len(pairs)))
+    random.Random(settings.seed).shuffle(order)
+    if settings.max_examples is not None:
+        order = order[: settings.max_examples]
+    chosen = [pairs[i] for i in order]
+    mined = mine_candidates(
+        chunks, [q for q, _ in chosen], [None] * len(chosen), settings.num_candidates, stats, show_progress
+    )
+    return [Example(q, a, candidates) for (q, a), candidates in zip(chosen, mined, strict=True)]
 
 
 def examples_to_rows(examples: list[Example]) -> Iterable[dict]:

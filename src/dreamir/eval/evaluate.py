@@ -17,6 +17,7 @@ from dreamir.eval.cache import encode_cached
 from dreamir.eval.metrics import METRICS, Run, evaluate_run
 from dreamir.eval.search import bm25_run, exact_topk, to_run
 from dreamir.models.retriever import Retriever
+from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, parse_zero_shot_spec
 
 
 @dataclass
@@ -53,11 +54,18 @@ def evaluate_model(
     show_progress: bool = True,
     use_cache: bool = True,
     ignore_identical_ids: bool = True,
+    zero_shot: ZeroShotOptions | None = None,
 ) -> EvalResult:
     """Evaluate one model. `ignore_identical_ids` drops a hit whose id equals the query's id
-    (BEIR's default, which matters for ArguAna and Quora)."""
+    (BEIR's default, which matters for ArguAna and Quora). "promptreps:NAME" and
+    "diffretriever:NAME" are the zero-shot LLM retrievers, with `zero_shot` options."""
     start = time.perf_counter()
-    if spec == "bm25":
+    parsed = parse_zero_shot_spec(spec) if isinstance(spec, str) else None
+    if parsed is not None:
+        zs = ZeroShotRetriever(*parsed, zero_shot)
+        run = zs.run(data.corpus, data.queries, k, ignore_identical_ids, show_progress)
+        label = name or zs.label
+    elif spec == "bm25":
         run = bm25_run(data.corpus, data.queries, k, ignore_identical_ids)
         label = name or "bm25"
     else:

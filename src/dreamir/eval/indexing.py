@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from dreamir.data.beir import load_corpus
 from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
+from dreamir.distributed import init_from_env
 from dreamir.eval.cache import encode_cached
 from dreamir.eval.evaluate import resolve_model_spec
 from dreamir.eval.index import DenseIndex
 from dreamir.models.retriever import Retriever
+from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, parse_zero_shot_spec
+
+PARTS = "parts"  # subfolder of the index folder holding the shards' embeddings until they are merged
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 0-based
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """ "2/4" → the second of four shards (1-based on the command line)."""
+        try:
+            one_based, count = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard expects I/N (e.g. 2/4), got '{text}'") from None
+        if not 1 <= one_based <= count:
+            raise ValueError(f"--shard {text}: I must be between 1 and N")
+        return cls(one_based - 1, count)
+
+    def bounds(self, size: int) -> tuple[int, int]:
+        """Contiguous slice of `size` documents; sizes differ by at most one."""
+        return size * self.index // self.count, size * (self.index + 1) // self.count
+
+    def path(self, out: Path) -> Path:
+        return out / PARTS / f"part-{self.index + 1:05d}-of-{self.count:05d}.npz"
 
 
 def build_index(
@@ -22,26 +54,109 @@ def build_index(
     params: str = "",
     use_cache: bool = True,
     show_progress: bool = True,
-) -> DenseIndex:
+    shard: Shard | None = None,
+    device: str = "cpu",
+) -> DenseIndex | None:
+    """Encode a corpus into an index at `out`.
+
+    With `shard`, only that slice is encoded and written to `out/parts/`; `merge_index` joins the
+    parts once all are there (`dreamir index --shard I/N` on several machines, then `--merge`).
+    Under torchrun each process takes the shard of its rank and rank 0 merges, so one command
+    spreads the encoding over processes. Returns the index, or None for a process that only
+    wrote its part.
+    """
+    out = Path(out)
+    group = init_from_env(device, timeout_minutes=24 * 60)  # one rank may encode for hours
+    if group.world_size > 1:
+        if shard is not None:
+            raise ValueError("--shard is chosen by torchrun's rank already; do not pass both")
+        shard = Shard(group.rank, group.world_size)
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     path = resolve_corpus_path(data)
     stats = DataStats()
     corpus = load_corpus(path, stats)
     doc_ids = list(corpus)
     model = resolve_model_spec(model)
-    retriever = Retriever.load(model)
-    vectors = encode_cached(
-        retriever, [corpus[d] for d in doc_ids], "document", show_progress=show_progress, use_cache=use_cache
-    )
     meta = {"model": model, "corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
-    index = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta)
+    if shard is not None:
+        start, stop = shard.bounds(len(doc_ids))
+        doc_ids = doc_ids[start:stop]
+    texts = [corpus[d] for d in doc_ids]
+    if parse_zero_shot_spec(model):  # PromptReps / DiffRetriever: their pooled dense vectors
+        vectors = _zero_shot(model, device).encode(texts, "document", show_progress=show_progress).pooled()
+    else:
+        retriever = Retriever.load(model, device=device)
+        vectors = encode_cached(retriever, texts, "document", show_progress=show_progress, use_cache=use_cache)
+    if shard is None:
+        index = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta)
+        index.save(out)
+        return index
+    _write_part(shard, out, doc_ids, vectors, meta)
+    group.barrier()
+    if group.world_size > 1 and group.is_main:
+        return merge_index(out, factory, params)
+    return None
+
+
+def _write_part(shard: Shard, out: Path, doc_ids: list[str], vectors: np.ndarray, meta: dict) -> None:
+    target = shard.path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
+    header = json.dumps({**meta, "shard": shard.index, "count": shard.count})
+    np.savez(
+        tmp,
+        vectors=np.asarray(vectors, dtype=np.float32),
+        doc_ids=np.asarray(doc_ids, dtype=object).astype(str),
+        meta=np.asarray(header),
+    )
+    os.replace(tmp, target)  # a crashed shard leaves no part behind, so merge cannot take half of one
+
+
+def merge_index(out: str | os.PathLike, factory: str = "exact", params: str = "") -> DenseIndex:
+    """Join the parts in `out/parts/` (written by sharded `build_index`) into one index at `out`."""
+    out = Path(out)
+    parts = sorted((out / PARTS).glob("part-*-of-*.npz"))
+    if not parts:
+        raise FileNotFoundError(f"no index parts in {out / PARTS}; run `dreamir index --shard I/N` first")
+    loaded = []
+    for part in parts:
+        with np.load(part, allow_pickle=False) as f:
+            loaded.append((json.loads(str(f["meta"])), list(f["doc_ids"]), f["vectors"]))
+    count = loaded[0][0]["count"]
+    found = {m["shard"] for m, _, _ in loaded}
+    missing = sorted(set(range(count)) - found)
+    if missing or any(m["count"] != count for m, _, _ in loaded):
+        raise ValueError(f"{out / PARTS}: parts {[i + 1 for i in missing]} of {count} are missing or counts differ")
+    first = loaded[0][0]
+    for m, _, _ in loaded:
+        if (m["model"], m["corpus"]) != (first["model"], first["corpus"]):
+            raise ValueError(
+                f"{out / PARTS}: parts come from different models or corpora ({m['model']} vs {first['model']})"
+            )
+    loaded.sort(key=lambda item: item[0]["shard"])
+    doc_ids = [d for _, ids, _ in loaded for d in ids]
+    vectors = np.concatenate([v for _, _, v in loaded])
+    meta = {k: v for k, v in first.items() if k not in ("shard", "count")}
+    index = DenseIndex.build(doc_ids, vectors, factory, params, meta={**meta, "merged_parts": count})
     index.save(out)
     return index
 
 
+def _zero_shot(spec: str, device: str):
+    """The encoder of a zero-shot spec with default options (an index holds dense vectors only)."""
+    method, name = parse_zero_shot_spec(spec) or ("", "")
+    return ZeroShotRetriever(method, name, ZeroShotOptions(device=device)).encoder
+
+
 def search_index(folder: str | os.PathLike, query: str, k: int = 10) -> list[dict]:
     index = DenseIndex.load(folder)
-    retriever = Retriever.load(index.meta["model"])
-    scores, rows = index.search(retriever.encode([query], "query"), k)
+    model = index.meta["model"]
+    if parse_zero_shot_spec(model):
+        vector = _zero_shot(model, "cpu").encode([query], "query").pooled()
+    else:
+        vector = Retriever.load(model).encode([query], "query")
+    scores, rows = index.search(vector, k)
     corpus: dict[str, str] = {}
     if Path(index.meta.get("corpus", "")).is_file():
         corpus = load_corpus(index.meta["corpus"], DataStats())

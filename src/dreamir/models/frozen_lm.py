@@ -154,6 +154,13 @@ class FrozenLM:
         return cls.from_model(model, tokenizer, source=source.describe())
 
 
+def plain_model_source(spec: str) -> ModelSource:
+    """Resolve a model argument; a GGUF file becomes its cached de-quantised folder, so any
+    `from_pretrained` (retriever, zero-shot encoders) can load it."""
+    source = resolve_model(spec)
+    return _dequantised_copy(source) if source.gguf_file else source
+
+
 def _dequantised_copy(source: ModelSource) -> ModelSource:
     """Return a plain safetensors copy of a GGUF model, building it once.
 

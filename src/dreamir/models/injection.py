@@ -134,6 +134,54 @@ class HeadInjection:
         self.recorded_doc_mass[layer] = ((share * rows).sum(2) / rows.sum(2).clamp_min(1)).detach()
 
 
+@dataclass
+class InBatchAttention:
+    """Revela's in-batch attention (METHOD §2), added to every layer and head of a pass.
+
+    Each row t of the [q][y] segment also attends, without a causal mask, to every candidate
+    document j separately: a_{t,j} = softmax over d_j's keys, o_{t,j} = Σ_k a v_k. The output is
+    divided by the attention-weighted value norm n_{t,j} = Σ_k a ‖v_k‖, mixed with the retriever's
+    weights W_j and added to the row's ordinary attention output:  out_t += Σ_j W_j · o_{t,j} / n_{t,j}.
+    With W = 0 the pass is the plain LM (tests/test_objectives.py).
+
+    weights:     (B, N) W, rows summing to 1 over each example's documents (0 for padding).
+    doc_index:   (B, L) document of each key position, -1 otherwise.
+    inject_rows: (B, L) bool, the rows that receive the in-batch term (the [q][y] segment).
+    """
+
+    weights: torch.Tensor
+    doc_index: torch.Tensor
+    inject_rows: torch.Tensor
+    value_norm: bool = True  # False: o_{t,j} undivided (plain per-document attention outputs)
+
+    def output_offsets(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, softcap: float | None
+    ) -> torch.Tensor:
+        """(B, h, rows, d): the in-batch term for the rows (the last `rows` of the first `keys` positions)."""
+        rows, keys = query.shape[-2], key.shape[-2]
+        n_docs = self.weights.shape[-1]
+        membership = F.one_hot(self.doc_index[:, :keys].clamp_min(-1) + 1, n_docs + 1)[..., 1:].float()  # (B, K, N)
+        in_doc = membership.sum(-1) > 0
+        z = _masked_scores(query, key, None, scaling, softcap).float()
+        z = z.masked_fill(~in_doc[:, None, None, :], float("-inf"))
+        # One shift per row (not per document) keeps this to matmuls; a document whose best logit
+        # sits ~80 nats below the row's best contributes 0 instead of its (negligible) share.
+        shift = z.amax(-1, keepdim=True).detach().clamp_min(-1e30)
+        e = torch.exp(z - shift)
+        key_scale = (
+            value.float().norm(dim=-1) if self.value_norm else torch.ones_like(value[..., 0], dtype=torch.float32)
+        )
+        weighted_norm = (e * key_scale[:, :, None, :]) @ membership[:, None]  # (B, h, R, N): n_{t,j} (or Σ e)
+        per_doc = torch.where(
+            weighted_norm > 0,
+            self.weights.float()[:, None, None, :] / weighted_norm.clamp_min(torch.finfo(torch.float32).tiny),
+            torch.zeros((), device=z.device),
+        )
+        coefficients = e * (per_doc @ membership.transpose(1, 2)[:, None])  # (B, h, R, K)
+        offsets = coefficients.to(value.dtype) @ value
+        return offsets * self.inject_rows[:, None, keys - rows : keys, None].to(value.dtype)
+
+
 def _repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
     if groups == 1:
         return states
@@ -159,6 +207,7 @@ def dreamir_attention(
     softcap: float | None = None,
     dreamir_injection: HeadInjection | None = None,
     dreamir_positions: torch.Tensor | None = None,
+    dreamir_inbatch: InBatchAttention | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """Attention with optional score injection. Shapes follow transformers: q (B, h, L, d)."""
@@ -211,6 +260,8 @@ def dreamir_attention(
             scores = scores + inj.logit_offsets(scores, slots)
             probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
             out = out.index_copy(1, heads, probs @ value[:, heads])
+    if dreamir_inbatch is not None:
+        out = out + dreamir_inbatch.output_offsets(query, key, value, scaling, softcap)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -42,6 +42,7 @@ class PackedBatch:
     target_ids: torch.Tensor  # (B, T)
     target_mask: torch.Tensor  # (B, T) bool
     doc_region: int = 0  # columns [0, doc_region) hold the sink and documents; the [q][y] segment follows
+    doc_lengths: torch.Tensor | None = None  # (B,) each example's own sink + document length (≤ doc_region)
 
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(
@@ -112,6 +113,7 @@ def pack_batch(
         target_ids=target_ids,
         target_mask=target_mask,
         doc_region=doc_region,
+        doc_lengths=torch.tensor([r[3] for r in rows], dtype=torch.long),
     )
 
 

@@ -19,8 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamir.assets import resolve_model
-
 log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls", "lasttoken"]
@@ -69,9 +67,9 @@ class Retriever(nn.Module):
         from sentence_transformers.sentence_transformer.modules import Normalize, Transformer
         from sentence_transformers.sentence_transformer.modules import Pooling as PoolingModule
 
-        source = resolve_model(spec)
-        if source.gguf_file:
-            raise ValueError(f"retriever '{spec}': GGUF files are only supported for the frozen LLM")
+        from dreamir.models.frozen_lm import plain_model_source
+
+        source = plain_model_source(spec)  # a GGUF decoder is de-quantised once, as for the frozen LLM
         is_st_folder = (Path(source.name_or_path) / "modules.json").exists()
         try:
             if is_st_folder:

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 
 from dreamir.data.training import Example
 from dreamir.models.frozen_lm import FrozenLM
-from dreamir.models.injection import HeadInjection, InjectionMode
+from dreamir.models.injection import HeadInjection, InBatchAttention, InjectionMode
+from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.layout import Layout, PackedBatch, TokenizedExample
 from dreamir.models.retriever import Retriever
+from dreamir.objectives.base import ObjectiveOutput, candidate_scores, log_doc_weights
 
 
 @dataclass
@@ -29,48 +31,29 @@ class DreamSettings:
     reuse_documents: bool = True  # False: the full-graph reference step (METHOD §1.3)
 
 
-@dataclass
-class ObjectiveOutput:
-    loss: torch.Tensor
-    metrics: dict[str, float]
-
-
-def candidate_scores(retriever: Retriever, examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Retriever scores s (B, N_max) and a (B, N_max) mask of real candidates."""
-    n_max = max(len(ex.candidates) for ex in examples)
-    queries = retriever.embed([ex.query for ex in examples], "query")
-    flat_docs = [c for ex in examples for c in ex.candidates]
-    docs = retriever.embed(flat_docs, "document")
-    mask = torch.zeros((len(examples), n_max), dtype=torch.bool, device=queries.device)
-    rows, start = [], 0
-    for b, ex in enumerate(examples):
-        n = len(ex.candidates)
-        rows.append(F.pad(docs[start : start + n] @ queries[b], (0, n_max - n)))
-        mask[b, :n] = True
-        start += n
-    return torch.stack(rows), mask
-
-
-def log_doc_weights(scores: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log softmax(s/τ) over each example's real candidates; padding candidates get -inf."""
-    return torch.log_softmax((scores / temperature).masked_fill(~mask, float("-inf")), dim=-1)
-
-
 def target_nll(
-    lm: FrozenLM, packed: PackedBatch, injection: HeadInjection | None, reuse_documents: bool = False
+    lm: FrozenLM,
+    packed: PackedBatch,
+    injection: HeadInjection | None,
+    reuse_documents: bool = False,
+    document_keys: list[str] | None = None,
+    store: DocumentKVStore | None = None,
+    inbatch: InBatchAttention | None = None,
 ) -> torch.Tensor:
     """Per-example mean NLL of the target tokens, (B,). Logits only at the target rows.
 
     reuse_documents=False is the reference step: one pass over the whole layout, with a graph over
     every row. reuse_documents=True runs the document region once without a graph (its keys and
     values do not depend on the retriever: documents never attend to [q][y], and injection only
-    touches [q][y] rows) and the graph only over the [q][y] segment on top of those keys/values.
+    touches [q][y] rows) and the graph only over the [q][y] segment on top of those keys/values,
+    which `store` may keep across epochs (keyed by `document_keys`, one per example). `inbatch`
+    adds Revela's in-batch attention term instead of (or besides) the head injection.
     Both give the same loss and gradients (tests/test_reuse_step.py).
     """
     split = packed.doc_region if reuse_documents else 0
     inputs = packed.model_inputs()
     if split:
-        cache = document_cache(lm, packed)
+        cache = document_cache(lm, packed, document_keys, store)
         inputs = {
             "input_ids": packed.input_ids[:, split:],
             "position_ids": packed.position_ids[:, split:],
@@ -79,7 +62,7 @@ def target_nll(
             "past_key_values": cache,
             "use_cache": True,
         }
-    hidden = lm.decoder(**inputs, dreamir_injection=injection).last_hidden_state
+    hidden = lm.decoder(**inputs, dreamir_injection=injection, dreamir_inbatch=inbatch).last_hidden_state
     rows = (packed.predict_rows - split).clamp_min(0)
     picked = torch.gather(hidden, 1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
     logits = lm.logits(picked).float()
@@ -88,30 +71,70 @@ def target_nll(
     return (nll * mask).sum(1) / mask.sum(1)
 
 
-@torch.no_grad()
-def document_cache(lm: FrozenLM, packed: PackedBatch):
-    """Keys/values of the sink + document region for every layer, computed without a graph."""
+def _run_document_region(lm: FrozenLM, packed: PackedBatch, rows: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values) of the sink + document region of the given batch rows, no graph."""
     from transformers import DynamicCache
 
     split = packed.doc_region
     # A cache without the model config keeps every key (no sliding-window eviction); windows are
     # applied by dreamir's attention from the positions, as in the reference step.
     cache = DynamicCache()
+    index = torch.tensor(rows, device=packed.input_ids.device)
     lm.decoder(
-        input_ids=packed.input_ids[:, :split],
-        position_ids=packed.position_ids[:, :split],
-        attention_mask=packed.attention_mask[:, :, :split, :split],
-        dreamir_positions=packed.position_ids,
+        input_ids=packed.input_ids[index, :split],
+        position_ids=packed.position_ids[index, :split],
+        attention_mask=packed.attention_mask[index][:, :, :split, :split],
+        dreamir_positions=packed.position_ids[index],
         past_key_values=cache,
         use_cache=True,
     )
-    return cache
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+@torch.no_grad()
+def document_cache(
+    lm: FrozenLM, packed: PackedBatch, document_keys: list[str] | None = None, store: DocumentKVStore | None = None
+):
+    """Keys/values of the sink + document region for every layer, computed without a graph (or
+    taken from `store`). Columns past an example's own documents are padding the [q][y] rows never
+    attend to, so stored entries are trimmed to the example's length and zero-filled back."""
+    from transformers import DynamicCache
+
+    batch = packed.input_ids.shape[0]
+    if store is None or document_keys is None:
+        return DynamicCache(_run_document_region(lm, packed, list(range(batch))))
+    assert packed.doc_lengths is not None
+    stored = [store.get(key) for key in document_keys]
+    missing = [b for b, kv in enumerate(stored) if kv is None]
+    if missing:
+        fresh = _run_document_region(lm, packed, missing)
+        for slot, b in enumerate(missing):
+            length = int(packed.doc_lengths[b])
+            kv = torch.stack([torch.stack((k[slot, :, :length], v[slot, :, :length])) for k, v in fresh])
+            stored[b] = kv
+            store.put(document_keys[b], kv)
+    first = stored[0]
+    layers, _, kv_heads, _, head_dim = first.shape
+    full = torch.zeros(
+        (layers, 2, batch, kv_heads, packed.doc_region, head_dim), dtype=first.dtype, device=packed.input_ids.device
+    )
+    for b, kv in enumerate(stored):
+        full[:, :, b, :, : kv.shape[3]] = kv.to(full.device)
+    return DynamicCache([(full[i, 0], full[i, 1]) for i in range(layers)])
 
 
 class DreamObjective:
     name = "dream"
 
-    def __init__(self, lm: FrozenLM, retriever: Retriever, settings: DreamSettings) -> None:
+    def __init__(
+        self,
+        lm: FrozenLM,
+        retriever: Retriever,
+        settings: DreamSettings,
+        document_store: DocumentKVStore | None = None,
+    ) -> None:
+        if document_store is not None and not settings.reuse_documents:
+            raise ValueError("the document key/value cache needs the reuse step (not the reference step)")
         if not settings.heads:
             raise ValueError("DREAM needs a non-empty head set H (run `dreamir heads` first)")
         bad = [(lay, h) for lay, h in settings.heads if not (0 <= lay < lm.num_layers and 0 <= h < lm.num_heads)]
@@ -120,6 +143,11 @@ class DreamObjective:
                 f"heads {bad[:5]} are outside the frozen LLM ({lm.num_layers} layers × {lm.num_heads} heads)"
             )
         self.lm, self.retriever, self.settings = lm, retriever, settings
+        self.document_store = document_store
+        self._store_tag = f"{lm.source}|{lm.dtype}|{settings.layout}|{lm.sink_token_id}"
+
+    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
+        return {}
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)
@@ -133,7 +161,10 @@ class DreamObjective:
             num_docs=packed.num_docs,
             mode=self.settings.mode,
         )
-        nll = target_nll(self.lm, packed, injection, self.settings.reuse_documents)
+        keys = None
+        if self.document_store is not None:
+            keys = [DocumentKVStore.key(t.docs, self._store_tag) for t in tokenized]
+        nll = target_nll(self.lm, packed, injection, self.settings.reuse_documents, keys, self.document_store)
         loss = nll.mean()
         with torch.no_grad():
             w = log_w.exp()

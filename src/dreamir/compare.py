@@ -1,0 +1,243 @@
+"""`dreamir compare`: train every objective on the same data and budget, evaluate, one table + plot.
+
+For each dataset of the comparison config:
+1. training data is built from the dataset's own corpus (label-free; never its queries or qrels),
+   once, into OUT/<dataset>/train.jsonl;
+2. each objective is trained with the same examples, steps, seed, retriever start and frozen LLM
+   (the `base` run settings; `objectives.<name>` may add settings of that objective only), in
+   OUT/<dataset>/<objective>/;
+3. every trained retriever, the untrained start and BM25 are evaluated on the split with the
+   evaluation code of `dreamir eval`.
+Finished objectives leave OUT/<dataset>/<objective>/result.json and are not trained again, and an
+interrupted training resumes from its checkpoint, so re-running the command continues the work.
+Writes OUT/compare.json ({track: {dataset: {method: {metric: fraction}}}}), OUT/compare.md and
+OUT/compare.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+
+from dreamir.config import ConfigError, Objective, RunConfig, _format_errors, _Strict, set_dotted
+from dreamir.data.beir import load_beir
+from dreamir.data.jsonl import write_jsonl_atomic
+from dreamir.data.text import BuildSettings, build_self_supervised, examples_to_rows, read_corpus_texts
+from dreamir.data.training import DataStats
+from dreamir.eval.evaluate import evaluate_model
+
+REPORTED = ("ndcg@10", "recall@100", "mrr@10")
+
+
+class BuildConfig(_Strict):
+    candidates: int = Field(8, gt=0)
+    chunk_words: int = Field(96, gt=0)
+    max_examples: int | None = Field(None, gt=0)
+    seed: int = 0
+
+
+class DatasetConfig(_Strict):
+    name: str
+    beir: str  # BEIR folder: its corpus builds the training data, its split is evaluated
+    split: str = "test"
+    train_data: str | None = None  # a ready training JSONL instead of building one
+    build: BuildConfig = BuildConfig()
+
+
+class CompareConfig(_Strict):
+    out: str = "runs/compare"
+    track: str = "adapt"
+    datasets: list[DatasetConfig]
+    objectives: list[Objective] = Field(default_factory=lambda: ["dream", "replug", "revela", "infonce"])
+    baselines: list[Literal["untrained", "bm25"]] = Field(default_factory=lambda: ["untrained", "bm25"])
+    base: dict[str, Any] = Field(
+        default_factory=dict
+    )  # RunConfig settings (nested, as in a train config) shared by every objective
+    per_objective: dict[Objective, dict[str, Any]] = Field(default_factory=dict)  # settings for one objective only
+
+
+def load_compare_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> CompareConfig:
+    from pydantic import ValidationError
+
+    try:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value)
+    try:
+        config = CompareConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, str(path))) from None
+    for objective in config.objectives:  # fail now, not after hours of training the first ones
+        run_config(config, config.datasets[0], objective, Path("/nonexistent"))
+    return config
+
+
+def run_config(config: CompareConfig, dataset: DatasetConfig, objective: str, train_path: Path) -> RunConfig:
+    tree = _deep_merge(config.base, config.per_objective.get(objective, {}))  # type: ignore[call-overload]
+    set_dotted(tree, "train.objective", objective)
+    set_dotted(tree, "data.train", str(train_path))
+    set_dotted(tree, "run_dir", str(Path(config.out) / dataset.name / objective))
+    from pydantic import ValidationError
+
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, f"compare settings for {objective}")) from None
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = (
+            _deep_merge(merged[key], value) if isinstance(merged.get(key), dict) and isinstance(value, dict) else value
+        )
+    return merged
+
+
+def training_data(config: CompareConfig, dataset: DatasetConfig) -> Path:
+    if dataset.train_data:
+        return Path(dataset.train_data)
+    path = Path(config.out) / dataset.name / "train.jsonl"
+    if path.exists():
+        return path
+    stats = DataStats()
+    corpus = Path(dataset.beir) / "corpus.jsonl"  # corpus text only: queries and qrels are not read
+    b = dataset.build
+    settings = BuildSettings(
+        num_candidates=b.candidates, chunk_words=b.chunk_words, max_examples=b.max_examples, seed=b.seed
+    )
+    examples = build_self_supervised(read_corpus_texts(corpus, stats), settings, stats)
+    n = write_jsonl_atomic(path, examples_to_rows(examples))
+    print(f"[compare] {dataset.name}: built {n} training examples from its corpus ({stats.summary()})")
+    return path
+
+
+def _write_json_atomic(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def train_and_evaluate(config: CompareConfig, dataset: DatasetConfig, objective: str, data) -> dict:
+    """Train one objective (resuming if interrupted) and evaluate it; cached in result.json."""
+    from dreamir.trainer import Trainer
+
+    run = run_config(config, dataset, objective, training_data(config, dataset))
+    run_dir = Path(run.run_dir)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    trainer = Trainer(run)
+    trained = trainer.train(resume=trainer.latest_checkpoint() is not None)
+    trainer.retriever.eval()
+    evaluated = evaluate_model(trainer.retriever, data, name=objective)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    result = {
+        **{m: evaluated.metrics[m] for m in REPORTED},
+        "train_s": sum(entry["seconds"] for entry in log),  # summed over resumed attempts
+        "steps": trained.steps,
+        "examples_seen": trained.steps * run.train.batch_size * run.train.grad_accum,
+        "loss_first_quarter": trained.loss_start,
+        "loss_last_quarter": trained.loss_end,
+    }
+    _write_json_atomic(result_path, result)
+    return result
+
+
+def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> dict:
+    path = Path(config.out) / dataset.name / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if name == "bm25":
+        evaluated = evaluate_model("bm25", data)
+    else:  # the retriever every objective starts from
+        from dreamir.trainer import build_retriever
+
+        retriever = build_retriever(run_config(config, dataset, config.objectives[0], Path("unused")))
+        retriever.eval()
+        evaluated = evaluate_model(retriever, data, name="untrained")
+    result = {**{m: evaluated.metrics[m] for m in REPORTED}, "train_s": 0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(path, result)
+    return result
+
+
+def run_compare(config: CompareConfig) -> dict:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, dict]] = {}
+    for dataset in config.datasets:
+        data = load_beir(dataset.beir, dataset.split)
+        rows = results.setdefault(dataset.name, {})
+        for name in config.baselines:
+            rows[name] = baseline(config, dataset, name, data)
+        for objective in config.objectives:
+            started = time.perf_counter()
+            rows[objective] = train_and_evaluate(config, dataset, objective, data)
+            print(
+                f"[compare] {dataset.name} {objective}: nDCG@10 {100 * rows[objective]['ndcg@10']:.1f} "
+                f"({time.perf_counter() - started:.0f} s this call)"
+            )
+        write_outputs(config, results)
+    return results
+
+
+def format_compare_table(results: dict[str, dict[str, dict]]) -> str:
+    methods = list(dict.fromkeys(m for rows in results.values() for m in rows))
+    header = "| method | " + " | ".join(f"{d} nDCG@10 | {d} R@100 | {d} train s" for d in results) + " |"
+    lines = [header, "|---|" + "---:|---:|---:|" * len(results)]
+    for method in methods:
+        cells = []
+        for rows in results.values():
+            r = rows.get(method)
+            cells += (
+                [f"{100 * r['ndcg@10']:.1f}", f"{100 * r['recall@100']:.1f}", f"{r['train_s']:.0f}"] if r else ["–"] * 3
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(config: CompareConfig, results: dict[str, dict[str, dict]]) -> None:
+    out = Path(config.out)
+    _write_json_atomic(out / "compare.json", {config.track: results})
+    table = format_compare_table(results)
+    settings = yaml.safe_dump(config.model_dump(), sort_keys=False)
+    (out / "compare.md").write_text(
+        f"# Objective comparison (track {config.track})\n\n{table}\n\nScores ×100 on each dataset's evaluated "
+        f"split; train s = training seconds.\n\n![comparison](compare.png)\n\nSettings:\n\n```yaml\n{settings}```\n"
+    )
+    plot_compare(out / "compare.png", results, config.track)
+    print(table)
+
+
+def plot_compare(path: Path, results: dict[str, dict[str, dict]], track: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = list(results)
+    methods = list(dict.fromkeys(m for rows in results.values() for m in rows))
+    x = np.arange(len(datasets))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(6, 2.5 * len(datasets) + 2), 3.8))
+    for i, method in enumerate(methods):
+        values = [100 * results[d][method]["ndcg@10"] if method in results[d] else 0 for d in datasets]
+        bars = ax.bar(x + i * width - 0.4 + width / 2, values, width, label=method)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, datasets)
+    ax.set_ylabel("nDCG@10 × 100")
+    ax.set_title(f"objectives compared (track {track})")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,96 @@
+"""Revela (in-batch attention, METHOD §2), on dreamir's examples.
+
+Revela trains on batches of related chunks. dreamir's examples already are such groups: a chunk
+(q = its first half, y = its second half) and its BM25 neighbours (the candidates, full chunks).
+So for each example the retriever scores q against every candidate, W = softmax(cos / τ) (the
+chunk itself is never a candidate, so the diagonal is removed by construction), and the LM reads
+[q][y] as its own context (positions from 1, no attention to the candidates) plus the in-batch
+attention term of `InBatchAttention` in every layer and head. Loss = NTP on y.
+
+The LM is frozen by default; `train_lm` adds LoRA adapters to it and trains them with the
+retriever, as in the paper (the document keys/values then depend on the adapters, so that variant
+runs the full graph instead of reusing them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dreamir.data.training import Example
+from dreamir.models.frozen_lm import FrozenLM
+from dreamir.models.injection import InBatchAttention
+from dreamir.models.layout import PackedBatch, TokenizedExample
+from dreamir.models.retriever import LoraSettings, Retriever
+from dreamir.objectives.base import ObjectiveOutput, candidate_scores, log_doc_weights
+from dreamir.objectives.dream import target_nll
+
+
+@dataclass
+class RevelaSettings:
+    temperature: float = 1e-4  # the paper's τ
+    train_lm: bool = False
+    lm_lora: LoraSettings | None = None  # used when train_lm; default r=16, α=32, all linear layers
+    value_norm: bool = True
+
+
+def own_context_layout(packed: PackedBatch, has_sink: bool) -> PackedBatch:
+    """The separate layout with [q][y] as its own context: no attention from [q][y] rows to document
+    keys (they come in through the in-batch term) and [q][y] positions restarting right after the sink."""
+    split = packed.doc_region
+    mask = packed.attention_mask.clone()
+    blocked = (packed.doc_index >= 0)[:, None, None, :] & packed.inject_rows[:, None, :, None]
+    mask.masked_fill_(blocked, torch.finfo(mask.dtype).min)
+    positions = packed.position_ids.clone()
+    first = 1 if has_sink else 0
+    qy = positions[:, split:]
+    offset = (qy[:, :1] - first).clamp_min(0)
+    positions[:, split:] = (qy - offset).clamp_min(0)
+    return PackedBatch(**{**packed.__dict__, "attention_mask": mask, "position_ids": positions})
+
+
+class RevelaObjective:
+    name = "revela"
+
+    def __init__(self, lm: FrozenLM, retriever: Retriever, settings: RevelaSettings | None = None) -> None:
+        self.lm, self.retriever = lm, retriever
+        self.settings = settings or RevelaSettings()
+        self._lm_params: dict[str, torch.nn.Parameter] = {}
+        if self.settings.train_lm:
+            self._lm_params = add_lm_lora(lm, self.settings.lm_lora or LoraSettings())
+
+    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
+        return self._lm_params
+
+    def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
+        scores, mask = candidate_scores(self.retriever, examples)
+        weights = log_doc_weights(scores, mask, self.settings.temperature).exp()
+        packed = own_context_layout(self.lm.pack(tokenized, "separate"), self.lm.sink_token_id is not None)
+        inbatch = InBatchAttention(
+            weights=weights.to(self.lm.dtype).to(self.lm.device),
+            doc_index=packed.doc_index,
+            inject_rows=packed.inject_rows,
+            value_norm=self.settings.value_norm,
+        )
+        nll = target_nll(self.lm, packed, None, reuse_documents=not self.settings.train_lm, inbatch=inbatch)
+        loss = nll.mean()
+        return ObjectiveOutput(
+            loss=loss, metrics={"loss": loss.item(), "w_max": float(weights.detach().max(-1).values.mean())}
+        )
+
+
+def add_lm_lora(lm: FrozenLM, settings: LoraSettings) -> dict[str, torch.nn.Parameter]:
+    """Insert trainable LoRA adapters into the LM in place (peft); returns them by name."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=settings.target_modules
+    )
+    inject_adapter_in_model(config, lm.model)
+    params = {name: p for name, p in lm.model.named_parameters() if "lora_" in name}
+    for p in params.values():
+        p.requires_grad_(True)
+    if not params:
+        raise ValueError(f"no LoRA adapters were added to the LM (target_modules={settings.target_modules})")
+    return params

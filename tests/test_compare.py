@@ -1,0 +1,88 @@
+"""`dreamir compare` end to end on tiny models: every objective, same data, one table, resumable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from dreamir.testing import WORDS
+
+from .test_beir_and_eval import make_beir
+
+
+def tiny_beir(folder):
+    rng = np.random.default_rng(0)
+    words = WORDS[45:]
+    corpus = [
+        {"_id": f"d{i}", "title": "", "text": ". ".join(" ".join(rng.choice(words, size=8)) for _ in range(4)) + "."}
+        for i in range(16)
+    ]
+    queries = [{"_id": f"q{i}", "text": " ".join(corpus[i]["text"].split()[:5])} for i in range(4)]
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4))
+    return make_beir(folder, corpus=corpus, queries=queries, qrels=qrels)
+
+
+def compare_config(tmp_path, llm_dir, encoder_dir, objectives):
+    config = {
+        "out": str(tmp_path / "cmp"),
+        "track": "adapt",
+        "datasets": [
+            {"name": "tiny", "beir": str(tiny_beir(tmp_path / "beir")), "build": {"candidates": 3, "chunk_words": 16}}
+        ],
+        "objectives": objectives,
+        "base": {
+            "seed": 3,
+            "llm": {"name": str(llm_dir)},
+            "retriever": {"name": str(encoder_dir)},
+            "heads": {"count": 4, "detection_examples": 4},
+            "train": {"batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "max_steps": 3, "checkpoint_every": 2},
+        },
+        "per_objective": {"revela": {"revela": {"temperature": 0.1}}},
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch, capsys):
+    from dreamir.cli import main
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    objectives = ["dream", "replug", "revela", "infonce"]
+    path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, objectives)
+    assert main(["compare", "--config", str(path)]) == 0
+    out = tmp_path / "cmp"
+    results = json.loads((out / "compare.json").read_text())
+    rows = results["adapt"]["tiny"]
+    assert set(rows) == {"untrained", "bm25", *objectives}
+    for name in objectives:
+        assert 0 <= rows[name]["ndcg@10"] <= 1 and 0 <= rows[name]["recall@100"] <= 1
+        assert rows[name]["steps"] == 3 and rows[name]["train_s"] > 0
+        config = yaml.safe_load((out / "tiny" / name / "config.yaml").read_text())
+        assert config["train"]["objective"] == name and config["seed"] == 3
+        assert config["data"]["train"] == str(out / "tiny" / "train.jsonl")  # the same examples for all
+    assert rows["bm25"]["ndcg@10"] > 0.5  # queries copy words of their document
+    table = (out / "compare.md").read_text()
+    assert all(f"| {name} |" in table for name in rows)
+    assert (out / "compare.png").stat().st_size > 1000
+
+    # A second call trains nothing: finished objectives are read back.
+    from dreamir import trainer
+
+    monkeypatch.setattr(trainer.Trainer, "train", lambda *a, **k: pytest.fail("retrained a finished objective"))
+    assert main(["compare", "--config", str(path)]) == 0
+    assert json.loads((out / "compare.json").read_text()) == results
+
+
+def test_compare_config_errors_name_the_key(tmp_path, tiny_llm_dir, tiny_encoder_dir, capsys):
+    from dreamir.cli import main
+
+    path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["dream", "sgd"])
+    assert main(["compare", "--config", str(path)]) == 2
+    assert "objectives.1" in capsys.readouterr().err
+    path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["dream"])
+    assert main(["compare", "--config", str(path), "--set", "base.train.lr=fast"]) == 2
+    assert "train.lr" in capsys.readouterr().err

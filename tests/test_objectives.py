@@ -1,0 +1,159 @@
+"""The peer objectives' math on tiny models, against hand computations (METHOD §2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dreamir.data.training import Example, TokenLimits, tokenize_examples
+from dreamir.models.injection import InBatchAttention
+from dreamir.objectives.base import candidate_scores
+
+from .test_injection import make_lm
+
+EXAMPLES = [
+    Example("what causes scurvy", "vitamin c deficiency", ["vitamin c scurvy", "the heart", "blood cells"]),
+    Example("brain energy", "the brain uses glucose", ["brain energy use", "mouse gene study"]),
+    Example("heart blood", "pumps blood through the body", ["the heart pumps", "gene study", "cells"]),
+]
+
+
+@pytest.fixture
+def retriever(tiny_encoder_dir):
+    from dreamir.models.retriever import Retriever
+
+    r = Retriever.load(str(tiny_encoder_dir))
+    r.eval()
+    return r
+
+
+def tokenized(lm):
+    return tokenize_examples(EXAMPLES, lm.tokenize, TokenLimits(32, 32, 48))
+
+
+def plain_target_nll(lm, prefix: list[int], target: list[int]) -> float:
+    """Mean NLL of `target` after `prefix` from one ordinary causal forward of the HF model."""
+    ids = torch.tensor([prefix + target])
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids).logits[0].float()
+    rows = torch.arange(len(prefix) - 1, len(prefix) + len(target) - 1)
+    return float(F.cross_entropy(logits[rows], torch.tensor(target)))
+
+
+def test_replug_lm_scores_and_loss_match_a_hand_computation(retriever):
+    from dreamir.objectives.replug import ReplugObjective, ReplugSettings
+
+    lm = make_lm("llama")
+    toks = tokenized(lm)
+    objective = ReplugObjective(lm, retriever, ReplugSettings(lm_temperature=0.1, retriever_temperature=0.1))
+    nll = objective.candidate_nll(toks)
+    sink = [lm.sink_token_id]
+    for ex, values in zip(toks, nll, strict=True):
+        hand = [plain_target_nll(lm, sink + doc + ex.query, ex.target) for doc in ex.docs]
+        assert values.tolist() == pytest.approx(hand, rel=1e-5)
+
+    out = objective(EXAMPLES, toks)
+    scores, _mask = candidate_scores(retriever, EXAMPLES)
+    expected = 0.0
+    for b, values in enumerate(nll):
+        n = len(values)
+        p_lm = [math.exp(-v / 0.1) for v in values.tolist()]
+        p_lm = [p / sum(p_lm) for p in p_lm]
+        log_p_r = torch.log_softmax(scores[b, :n] / 0.1, -1).tolist()
+        expected += sum(p * (math.log(p) - lr) for p, lr in zip(p_lm, log_p_r, strict=True) if p > 0)
+    assert out.loss.item() == pytest.approx(expected / len(EXAMPLES), rel=1e-4)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in retriever.parameters())
+
+
+def test_replug_computes_lm_scores_once_per_example(retriever, monkeypatch):
+    from dreamir.objectives import replug
+    from dreamir.objectives.replug import ReplugObjective
+
+    lm = make_lm("qwen2")
+    calls = []
+    original = replug.target_nll
+    monkeypatch.setattr(replug, "target_nll", lambda *a, **k: calls.append(1) or original(*a, **k))
+    objective = ReplugObjective(lm, retriever)
+    first = objective.candidate_nll(tokenized(lm))
+    runs = len(calls)
+    again = objective.candidate_nll(tokenized(lm))
+    assert runs > 0 and len(calls) == runs
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_infonce_loss_matches_a_hand_computation(retriever):
+    from dreamir.objectives.infonce import InfoNCEObjective
+
+    out = InfoNCEObjective(retriever).__call__(EXAMPLES)
+    with torch.no_grad():
+        q = retriever.embed([ex.query for ex in EXAMPLES], "query")
+        pos = retriever.embed([ex.target for ex in EXAMPLES], "document")
+        total = 0.0
+        for b, ex in enumerate(EXAMPLES):
+            cands = retriever.embed(ex.candidates, "document")
+            logits = torch.cat([q[b] @ pos.T, cands @ q[b]]) / 0.05
+            total += float(torch.logsumexp(logits, 0) - logits[b])
+    assert float(out.loss) == pytest.approx(total / len(EXAMPLES), rel=1e-5)
+
+
+def test_inbatch_term_matches_a_hand_computation():
+    torch.manual_seed(0)
+    batch, heads, length, dim = 2, 3, 9, 4
+    query, key, value = (torch.randn(batch, heads, length, dim) for _ in range(3))
+    doc_index = torch.tensor([[-1, 0, 0, 0, 1, 1, -1, -1, -1], [-1, 0, 0, 1, 1, 1, -1, -1, -1]])
+    inject = torch.zeros(batch, length, dtype=torch.bool)
+    inject[:, 6:] = True
+    weights = torch.tensor([[0.3, 0.7], [0.9, 0.1]])
+    got = InBatchAttention(weights, doc_index, inject).output_offsets(query, key, value, 0.5, None)
+    for b in range(batch):
+        for h in range(heads):
+            for t in range(length):
+                want = torch.zeros(dim)
+                if inject[b, t]:
+                    for j in range(2):
+                        keys = (doc_index[b] == j).nonzero().flatten()
+                        a = torch.softmax(query[b, h, t] @ key[b, h, keys].T * 0.5, -1)
+                        o = a @ value[b, h, keys]
+                        norm = (a * value[b, h, keys].norm(dim=-1)).sum()
+                        want += weights[b, j] * o / norm
+                torch.testing.assert_close(got[b, h, t], want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3_text"])
+def test_revela_with_zero_weights_is_the_plain_lm(arch):
+    from dreamir.objectives.dream import target_nll
+    from dreamir.objectives.revela import own_context_layout
+
+    lm = make_lm(arch)
+    toks = tokenized(lm)
+    packed = own_context_layout(lm.pack(toks), lm.sink_token_id is not None)
+    zero = InBatchAttention(torch.zeros(3, 3), packed.doc_index, packed.inject_rows)
+    for reuse in (False, True):
+        with torch.no_grad():
+            nll = target_nll(lm, packed, None, reuse_documents=reuse, inbatch=zero)
+        hand = [plain_target_nll(lm, [lm.sink_token_id, *ex.query], ex.target) for ex in toks]
+        assert nll.tolist() == pytest.approx(hand, rel=1e-5)
+
+
+def test_revela_trains_the_retriever_and_optionally_lm_lora(retriever):
+    from dreamir.objectives.revela import RevelaObjective, RevelaSettings
+
+    lm = make_lm("llama")
+    toks = tokenized(lm)
+    losses = {}
+    for train_lm in (False, True):
+        retriever.zero_grad(set_to_none=True)
+        objective = RevelaObjective(lm, retriever, RevelaSettings(temperature=0.1, train_lm=train_lm))
+        out = objective(EXAMPLES, toks)
+        out.loss.backward()
+        losses[train_lm] = float(out.loss)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in retriever.parameters())
+        extra = objective.extra_parameters()
+        assert bool(extra) == train_lm
+        if train_lm:  # LoRA's B starts at 0, so the loss is unchanged and A gets no gradient yet; B does
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in extra.items() if "lora_B" in n)
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)  # reuse step (frozen) = full graph (LoRA at 0)
