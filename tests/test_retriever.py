@@ -38,6 +38,24 @@ def test_decoder_lasttoken_appends_eos_and_exports(tiny_llm_dir, tmp_path):
     np.testing.assert_allclose(st_embeddings(out, TEXTS, "query"), ours, atol=1e-5)
 
 
+def test_instruct_decoder_embeds_plain_text_not_a_chat(tiny_llm_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "chatty"
+    shutil.copytree(tiny_llm_dir, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = "{% for m in messages %}<s> what {{ m['content'] }} </s>{% endfor %}"
+    tok.save_pretrained(folder)
+    retriever = Retriever.load(str(folder), query_prefix="", doc_prefix="")
+    ids = retriever.st.preprocess(["the heart"])["input_ids"][0].tolist()
+    plain = tok("the heart", add_special_tokens=False)["input_ids"]
+    assert ids == [*plain, tok.eos_token_id]  # no chat wrapping, EOS appended for last-token pooling
+    out = retriever.export(tmp_path / "export")
+    np.testing.assert_allclose(st_embeddings(out, TEXTS, "query"), retriever.encode(TEXTS, "query"), atol=1e-5)
+
+
 def test_lora_trains_only_adapters_and_export_merges(tiny_encoder_dir, tmp_path):
     retriever = Retriever.load(
         str(tiny_encoder_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["query", "value"])

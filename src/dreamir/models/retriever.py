@@ -77,6 +77,7 @@ class Retriever(nn.Module):
                 saved_prompts = dict(st.prompts or {})
             else:
                 backbone = Transformer(source.name_or_path, model_kwargs={"dtype": dtype})
+                _plain_text_only(backbone)
                 is_decoder = _is_decoder(backbone.auto_model.config)
                 mode = pooling or ("lasttoken" if is_decoder else "mean")
                 dim = backbone.auto_model.config.hidden_size
@@ -237,6 +238,15 @@ def _set_pooling(st, mode: str) -> None:
         if isinstance(module, PoolingModule):
             st[i] = PoolingModule(module.get_config_dict()["embedding_dimension"], mode)
             return
+
+
+def _plain_text_only(backbone) -> None:
+    """Embed texts as they are: sentence-transformers would wrap every text of a backbone whose
+    tokenizer has a chat template (an instruct LLM) in a chat conversation, system prompt included."""
+    modalities = getattr(backbone, "modality_config", None)
+    if isinstance(modalities, dict) and "message" in modalities:
+        modalities.pop("message")
+        backbone.tokenizer.chat_template = None
 
 
 def _prepare_tokenizer(st, pooling_mode: str) -> None:
