@@ -1,0 +1,94 @@
+"""Why does an objective move the retriever the way it does? Variants scored on DEV data only.
+
+    python bench/dev_study.py [--variants base lr1e-5 tau0.2] [--objective dream]
+
+Dev data: SciFact's *train* queries and qrels (never the test split), with the corpus cut to the
+train-judged documents plus random others (2,000 in all, seed 0) so each evaluation takes about two
+minutes here; scores are higher than on the full corpus, so compare rows with each other only.
+Every variant trains on the comparison's own examples (`runs/compare-adapt/scifact/train.jsonl`,
+built by `dreamir compare --config configs/compare-adapt.yaml`) with that config's budget and seed,
+changing one setting. Writes bench/results/dev_study.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import yaml
+
+from _results import write_result
+from dreamir.compare import format_compare_table, load_compare_config, run_compare
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {  # name → settings changed from the comparison's base (dotted keys of a train config)
+    "base": {},
+    "lr1e-5": {"train.lr": 1.0e-5},
+    "tau0.2": {"dream.temperature": 0.2},
+    "reweight": {"dream.mode": "reweight"},
+    "heads32": {"heads.count": 32},
+}
+
+
+def dev_subset(source: Path, out: Path, size: int = 2000, seed: int = 0) -> Path:
+    """SciFact train queries + qrels, corpus = judged documents + random others (BEIR layout)."""
+    if (out / "qrels" / "train.tsv").exists():
+        return out
+    qrels_lines = (source / "qrels" / "train.tsv").read_text().splitlines()
+    judged = {line.split("\t")[1] for line in qrels_lines[1:] if line.strip()}
+    documents = [json.loads(line) for line in (source / "corpus.jsonl").read_text().splitlines() if line.strip()]
+    others = [d for d in documents if d["_id"] not in judged]
+    random.Random(seed).shuffle(others)
+    kept = [d for d in documents if d["_id"] in judged] + others[: max(0, size - len(judged))]
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in kept))
+    (out / "queries.jsonl").write_text((source / "queries.jsonl").read_text())
+    (out / "qrels" / "train.tsv").write_text("\n".join(qrels_lines) + "\n")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=["base", "lr1e-5", "tau0.2"], choices=list(VARIANTS))
+    parser.add_argument("--objective", default="dream")
+    parser.add_argument("--config", default=str(ROOT / "configs/compare-adapt.yaml"))
+    parser.add_argument("--work", default=str(ROOT / "runs/dev-study"))
+    parser.add_argument("--out", default=str(ROOT / "bench/results/dev_study.json"))
+    args = parser.parse_args()
+    adapt = load_compare_config(args.config)
+    scifact = next(d for d in adapt.datasets if d.name == "scifact")
+    train_data = Path(adapt.out) / "scifact" / "train.jsonl"
+    if not train_data.exists():
+        raise SystemExit(f"{train_data} not found: run `dreamir compare --config {args.config}` first (it builds it)")
+    folder = dev_subset(Path(scifact.beir), Path(args.work) / "scifact-train-subset")
+    results: dict[str, dict] = {}
+    for name in args.variants:
+        tree = yaml.safe_load(Path(args.config).read_text())
+        tree.update(
+            out=str(Path(args.work) / name),
+            track=f"dev-{name}",
+            datasets=[{"name": "scifact-dev", "beir": str(folder), "split": "train", "train_data": str(train_data)}],
+            objectives=[args.objective],
+            baselines=["untrained"] if name == args.variants[0] else [],
+        )
+        config_path = Path(args.work) / f"{name}.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(yaml.safe_dump(tree, sort_keys=False))
+        overrides = {f"base.{key}": value for key, value in VARIANTS[name].items()}
+        heads = Path(adapt.out) / "scifact" / "dream" / "heads.json"
+        if heads.exists():  # the head ranking the comparison selected from these examples (same seed)
+            overrides["base.heads.file"] = str(heads)
+        rows = run_compare(load_compare_config(config_path, overrides))["scifact-dev"]
+        for method, row in rows.items():
+            results[f"{method} ({name})" if method != "untrained" else "untrained"] = row
+        # Written after every variant: a long study keeps what it finished.
+        write_result(
+            args.out, {"args": vars(args), "variants": {v: VARIANTS[v] for v in args.variants}, "rows": results}
+        )
+    print(format_compare_table({"scifact-dev": results}))
+
+
+if __name__ == "__main__":
+    main()
