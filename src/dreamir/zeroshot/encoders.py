@@ -12,6 +12,7 @@ reads all K positions from ONE bidirectional forward pass.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -73,6 +74,7 @@ class _PromptEncoder:
 
     method = ""
     default_words = 1
+    keeps_positions = False  # keep all K vectors per text (multi-vector scoring) instead of their mean
 
     def __init__(
         self,
@@ -101,6 +103,34 @@ class _PromptEncoder:
 
     def _prepare(self) -> None:
         """Checks and settings that need the tokenizer."""
+
+    def _answer_states(self, texts: list[str], kind: TextKind) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer states (B, K, H) and logits (B, K, V) at the K answer positions of each text."""
+        raise NotImplementedError
+
+    def encode(
+        self, texts: list[str], kind: TextKind, batch_size: int = 8, show_progress: bool = False
+    ) -> Representations:
+        """Dense vectors and sparse weights of `texts`. DiffRetriever keeps its K vectors per text
+        (for MaxSim); PromptReps keeps their normalised mean (one word: the state itself)."""
+        start = time.perf_counter()
+        vectors: np.ndarray | None = None
+        sparse: list[dict[int, int]] = [{} for _ in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
+        for b in tqdm(range(0, len(texts), batch_size), desc=f"{self.method} {kind}s", disable=not show_progress):
+            idx = order[b : b + batch_size]
+            states, logits = self._answer_states([texts[i] for i in idx], kind)
+            normalised = F.normalize(states.float(), dim=-1).cpu().numpy()
+            if vectors is None:
+                vectors = np.zeros((len(texts), *normalised.shape[1:]), dtype=np.float32)
+            vectors[idx] = normalised
+            pooled_logits = logits.float().max(1).values  # several positions: max-pooled over them
+            for row, i in enumerate(idx):
+                sparse[i] = sparse_weights(pooled_logits[row], self.vocabulary.text_ids(texts[i]))
+        if vectors is None:
+            raise ValueError(f"{self.method}: no texts to encode")
+        reps = Representations(vectors, sparse, time.perf_counter() - start)
+        return reps if self.keeps_positions else Representations(reps.pooled(), sparse, reps.seconds)
 
 
 class PromptReps(_PromptEncoder):
@@ -155,26 +185,8 @@ class PromptReps(_PromptEncoder):
             positions = positions[:, -1:] + 1
         return torch.stack(states, 1), torch.stack(logits, 1)
 
-    def encode(
-        self, texts: list[str], kind: TextKind, batch_size: int = 8, show_progress: bool = False
-    ) -> Representations:
-        import time
-
-        start = time.perf_counter()
-        dense, sparse = [], []
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
-        for b in tqdm(range(0, len(texts), batch_size), desc=f"promptreps {kind}s", disable=not show_progress):
-            idx = order[b : b + batch_size]
-            states, logits = self._batch([self.prompt(texts[i], kind) for i in idx])
-            vectors = F.normalize(states.float(), dim=-1)
-            pooled = F.normalize(vectors.mean(1), dim=-1)  # one word: the state itself
-            pooled_logits = logits.max(1).values  # several words: max over them, as DiffRetriever over K
-            for row, i in enumerate(idx):
-                dense.append((i, pooled[row].cpu().numpy()))
-                sparse.append((i, sparse_weights(pooled_logits[row], self.vocabulary.text_ids(texts[i]))))
-        dense.sort(key=lambda item: item[0])
-        sparse.sort(key=lambda item: item[0])
-        return Representations(np.stack([v for _, v in dense]), [s for _, s in sparse], time.perf_counter() - start)
+    def _answer_states(self, texts: list[str], kind: TextKind) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._batch([self.prompt(text, kind) for text in texts])
 
 
 @dataclass(frozen=True)
@@ -233,6 +245,7 @@ class DiffRetriever(_PromptEncoder):
 
     method = "diffretriever"
     default_words = 4
+    keeps_positions = True
 
     def _load(self, path: str, dtype: torch.dtype, trust_remote_code: bool) -> None:
         from transformers import AutoConfig
@@ -272,29 +285,14 @@ class DiffRetriever(_PromptEncoder):
         return self._wrapping
 
     @torch.no_grad()
-    def encode(
-        self, texts: list[str], kind: TextKind, batch_size: int = 16, show_progress: bool = False
-    ) -> Representations:
-        import time
-
-        start = time.perf_counter()
-        vectors = np.zeros((len(texts), self.words, self.model.config.hidden_size), dtype=np.float32)
-        sparse: list[dict[int, int]] = [{} for _ in texts]
+    @torch.no_grad()
+    def _answer_states(self, texts: list[str], kind: TextKind) -> tuple[torch.Tensor, torch.Tensor]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for b in tqdm(range(0, len(texts), batch_size), desc=f"diffretriever {kind}s", disable=not show_progress):
-            idx = order[b : b + batch_size]
-            built = [self.input_ids(texts[i], kind) for i in idx]
-            width = max(len(ids) for ids, _ in built)
-            input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in built], device=self.device)
-            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in built], device=self.device)
-            states, logits = self.adapter.forward(self.model, input_ids, mask)  # ONE pass for all K positions
-            rows = torch.tensor([positions for _, positions in built], device=self.device)  # (B, K)
-            picked = torch.gather(states, 1, rows[..., None].expand(-1, -1, states.shape[-1]))
-            picked_logits = torch.gather(logits, 1, rows[..., None].expand(-1, -1, logits.shape[-1]))
-            normalised = F.normalize(picked.float(), dim=-1).cpu().numpy()
-            pooled_logits = picked_logits.float().max(1).values  # max-pooled over the K positions
-            for row, i in enumerate(idx):
-                vectors[i] = normalised[row]
-                sparse[i] = sparse_weights(pooled_logits[row], self.vocabulary.text_ids(texts[i]))
-        return Representations(vectors, sparse, time.perf_counter() - start)
+        built = [self.input_ids(text, kind) for text in texts]
+        width = max(len(ids) for ids, _ in built)
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in built], device=self.device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in built], device=self.device)
+        states, logits = self.adapter.forward(self.model, input_ids, mask)  # ONE pass for all K positions
+        rows = torch.tensor([positions for _, positions in built], device=self.device)  # (B, K)
+        picked = torch.gather(states, 1, rows[..., None].expand(-1, -1, states.shape[-1]))
+        return picked, torch.gather(logits, 1, rows[..., None].expand(-1, -1, logits.shape[-1]))
