@@ -133,14 +133,14 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from dreamir.eval.evaluate import evaluate_model, format_table, write_report
 
     data = load_beir(args.data, args.split)
-    from dreamir.zeroshot.retrieval import ZeroShotOptions
+    from dreamir.zeroshot.retrieval import ZeroShotOptions, parse_zero_shot_spec
 
     zero_shot = ZeroShotOptions(args.mode, args.words, args.templates, args.device, args.trust_remote_code)
     results = [
         evaluate_model(
             m,
             data,
-            name=m if zero_shot.mode == "dense" or ":" not in m else f"{m} ({zero_shot.mode})",
+            name=f"{m} ({zero_shot.mode})" if parse_zero_shot_spec(m) and zero_shot.mode != "dense" else m,
             use_cache=not args.no_cache,
             ignore_identical_ids=not args.keep_identical_ids,
             zero_shot=zero_shot,

@@ -139,7 +139,10 @@ def build_objective(
     if name == "revela":
         rc = config.revela
         lora = LoraSettings(**rc.lm_lora.model_dump())
-        return RevelaObjective(lm, retriever, RevelaSettings(rc.temperature, rc.train_lm, lora, rc.value_norm))
+        settings = RevelaSettings(
+            temperature=rc.temperature, train_lm=rc.train_lm, lm_lora=lora, value_norm=rc.value_norm
+        )
+        return RevelaObjective(lm, retriever, settings)
     return DreamObjective(
         lm,
         retriever,

@@ -150,16 +150,20 @@ def _enough_chunks(chunks: list[str], settings: BuildSettings, need_more: int) -
         )
 
 
+def _sampled_order(size: int, settings: BuildSettings) -> list[int]:
+    """A seeded permutation of range(size), cut to `max_examples`."""
+    order = list(range(size))
+    random.Random(settings.seed).shuffle(order)
+    return order if settings.max_examples is None else order[: settings.max_examples]
+
+
 def build_self_supervised(
     texts: Iterable[str], settings: BuildSettings, stats: DataStats | None = None, show_progress: bool = True
 ) -> list[Example]:
     stats = stats if stats is not None else DataStats()
     chunks = corpus_chunks(texts, settings, stats)
     _enough_chunks(chunks, settings, need_more=1)  # the chunk itself is never its own candidate
-    order = list(range(len(chunks)))
-    random.Random(settings.seed).shuffle(order)
-    if settings.max_examples is not None:
-        order = order[: settings.max_examples]
+    order = _sampled_order(len(chunks), settings)
     halves = [chunks[i].split() for i in order]
     queries = [" ".join(w[: len(w) // 2]) for w in halves]
     mined = mine_candidates(chunks, queries, list(order), settings.num_candidates, stats, show_progress)
@@ -200,10 +204,7 @@ def build_from_qa(
     stats = stats if stats is not None else DataStats()
     chunks = corpus_chunks(texts, settings, stats)
     _enough_chunks(chunks, settings, need_more=0)
-    order = list(range(len(pairs)))
-    random.Random(settings.seed).shuffle(order)
-    if settings.max_examples is not None:
-        order = order[: settings.max_examples]
+    order = _sampled_order(len(pairs), settings)
     chosen = [pairs[i] for i in order]
     mined = mine_candidates(
         chunks, [q for q, _ in chosen], [None] * len(chosen), settings.num_candidates, stats, show_progress

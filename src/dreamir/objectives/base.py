@@ -7,7 +7,6 @@ returns a loss whose gradient trains the retriever (and, for Revela with a train
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,14 +16,15 @@ from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import Retriever
 
 
-class Objective(Protocol):
-    name: str
+class Objective:
+    name = ""
 
-    def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput: ...
+    def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
+        raise NotImplementedError
 
     def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Trainable parameters besides the retriever's (saved in checkpoints), usually none."""
-        ...
+        return {}
 
 
 @dataclass

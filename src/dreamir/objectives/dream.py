@@ -19,7 +19,7 @@ from dreamir.models.injection import HeadInjection, InBatchAttention, InjectionM
 from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.layout import Layout, PackedBatch, TokenizedExample
 from dreamir.models.retriever import Retriever
-from dreamir.objectives.base import ObjectiveOutput, candidate_scores, log_doc_weights
+from dreamir.objectives.base import Objective, ObjectiveOutput, candidate_scores, log_doc_weights
 
 
 @dataclass
@@ -123,7 +123,7 @@ def document_cache(
     return DynamicCache([(full[i, 0], full[i, 1]) for i in range(layers)])
 
 
-class DreamObjective:
+class DreamObjective(Objective):
     name = "dream"
 
     def __init__(
@@ -145,9 +145,6 @@ class DreamObjective:
         self.lm, self.retriever, self.settings = lm, retriever, settings
         self.document_store = document_store
         self._store_tag = f"{lm.source}|{lm.dtype}|{settings.layout}|{lm.sink_token_id}"
-
-    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
-        return {}
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)

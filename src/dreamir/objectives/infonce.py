@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from dreamir.data.training import Example
 from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import Retriever
-from dreamir.objectives.base import ObjectiveOutput, candidate_scores
+from dreamir.objectives.base import Objective, ObjectiveOutput, candidate_scores
 
 
 @dataclass
@@ -31,15 +31,12 @@ def contrastive_logits(
     return torch.cat([in_batch, candidate_scores.masked_fill(~candidate_mask, float("-inf"))], dim=1)
 
 
-class InfoNCEObjective:
+class InfoNCEObjective(Objective):
     name = "infonce"
 
     def __init__(self, retriever: Retriever, settings: InfoNCESettings | None = None) -> None:
         self.retriever = retriever
         self.settings = settings or InfoNCESettings()
-
-    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
-        return {}
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample] | None = None) -> ObjectiveOutput:
         queries = self.retriever.embed([ex.query for ex in examples], "query")

@@ -19,7 +19,7 @@ from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import Retriever
-from dreamir.objectives.base import ObjectiveOutput, candidate_scores, log_doc_weights
+from dreamir.objectives.base import Objective, ObjectiveOutput, candidate_scores, log_doc_weights
 from dreamir.objectives.dream import target_nll
 
 
@@ -33,7 +33,7 @@ class ReplugSettings:
     lm_batch: int = 16  # (candidate, example) sequences per frozen-LLM forward
 
 
-class ReplugObjective:
+class ReplugObjective(Objective):
     name = "replug"
 
     def __init__(self, lm: FrozenLM, retriever: Retriever, settings: ReplugSettings | None = None) -> None:
@@ -41,19 +41,17 @@ class ReplugObjective:
         self.settings = settings or ReplugSettings()
         self._lm_scores: dict[str, torch.Tensor] = {}
 
-    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
-        return {}
-
     @torch.no_grad()
     def candidate_nll(self, tokenized: list[TokenizedExample]) -> list[torch.Tensor]:
         """ℓ for every candidate of every example: [(N_b,)], each from its own [sink][d_i][q][y] pass."""
-        found: list[torch.Tensor | None] = []
-        todo: list[tuple[int, TokenizedExample]] = []
-        for b, ex in enumerate(tokenized):
-            key = DocumentKVStore.key([*ex.docs, ex.query, ex.target], self.settings.lm_score)
-            found.append(self._lm_scores.get(key))
-            if found[-1] is None:
-                todo.extend((b, TokenizedExample(ex.query, ex.target, [doc])) for doc in ex.docs)
+        keys = [DocumentKVStore.key([*ex.docs, ex.query, ex.target], self.settings.lm_score) for ex in tokenized]
+        found: list[torch.Tensor | None] = [self._lm_scores.get(key) for key in keys]
+        todo = [
+            (b, TokenizedExample(ex.query, ex.target, [doc]))
+            for b, ex in enumerate(tokenized)
+            if found[b] is None
+            for doc in ex.docs
+        ]
         values: list[float] = []
         for start in range(0, len(todo), self.settings.lm_batch):
             chunk = [single for _, single in todo[start : start + self.settings.lm_batch]]
@@ -66,9 +64,7 @@ class ReplugObjective:
         for (b, _), value in zip(todo, values, strict=True):
             fresh.setdefault(b, []).append(value)
         for b, scores in fresh.items():
-            ex = tokenized[b]
-            found[b] = torch.tensor(scores)
-            self._lm_scores[DocumentKVStore.key([*ex.docs, ex.query, ex.target], self.settings.lm_score)] = found[b]
+            found[b] = self._lm_scores[keys[b]] = torch.tensor(scores)
         return [f for f in found if f is not None]
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:

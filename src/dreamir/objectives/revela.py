@@ -23,7 +23,7 @@ from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import InBatchAttention
 from dreamir.models.layout import PackedBatch, TokenizedExample
 from dreamir.models.retriever import LoraSettings, Retriever
-from dreamir.objectives.base import ObjectiveOutput, candidate_scores, log_doc_weights
+from dreamir.objectives.base import Objective, ObjectiveOutput, candidate_scores, log_doc_weights
 from dreamir.objectives.dream import target_nll
 
 
@@ -50,7 +50,7 @@ def own_context_layout(packed: PackedBatch, has_sink: bool) -> PackedBatch:
     return PackedBatch(**{**packed.__dict__, "attention_mask": mask, "position_ids": positions})
 
 
-class RevelaObjective:
+class RevelaObjective(Objective):
     name = "revela"
 
     def __init__(self, lm: FrozenLM, retriever: Retriever, settings: RevelaSettings | None = None) -> None:
