@@ -29,6 +29,7 @@ VARIANTS = {  # name → settings changed from the comparison's base (dotted key
     "tau0.2": {"dream.temperature": 0.2},
     "reweight": {"dream.mode": "reweight"},
     "heads32": {"heads.count": 32},
+    "same-doc-negatives": {"infonce.same_document_negatives": True},  # METHOD §2's literal InfoNCE
 }
 
 
@@ -63,7 +64,10 @@ def main() -> None:
     if not train_data.exists():
         raise SystemExit(f"{train_data} not found: run `dreamir compare --config {args.config}` first (it builds it)")
     folder = dev_subset(Path(scifact.beir), Path(args.work) / "scifact-train-subset")
-    results: dict[str, dict] = {}
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.exists() else {}  # earlier studies' rows are kept
+    results: dict[str, dict] = previous.get("rows", {})
+    variants = {**previous.get("variants", {}), **{v: VARIANTS[v] for v in args.variants}}
     for name in args.variants:
         tree = yaml.safe_load(Path(args.config).read_text())
         tree.update(
@@ -84,9 +88,7 @@ def main() -> None:
         for method, row in rows.items():
             results[f"{method} ({name})" if method != "untrained" else "untrained"] = row
         # Written after every variant: a long study keeps what it finished.
-        write_result(
-            args.out, {"args": vars(args), "variants": {v: VARIANTS[v] for v in args.variants}, "rows": results}
-        )
+        write_result(out, {"args": vars(args), "variants": variants, "rows": results})
     print(format_compare_table({"scifact-dev": results}))
 
 

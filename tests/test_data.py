@@ -27,6 +27,11 @@ GOOD = json.dumps({"query": "what causes scurvy", "target": "vitamin c deficienc
         ('{"query": "q", "target": "t"}', "line 2: field 'candidates': missing"),
         ('{"query": "q", "target": "t", "candidates": "a"}', "line 2: field 'candidates': expected a list"),
         ('{"query": "q", "target": "t", "candidates": ["a"], "positive": 4}', "line 2: field 'positive'"),
+        ('{"query": "q", "target": "t", "candidates": ["a"], "source": 4}', "line 2: field 'source'"),
+        (
+            '{"query": "q", "target": "t", "candidates": ["a", "b"], "candidate_sources": ["d1"]}',
+            "line 2: field 'candidate_sources': expected a list of 2 strings",
+        ),
     ],
 )
 def test_bad_training_lines_name_file_line_and_field(tmp_path, line, message):
@@ -49,13 +54,23 @@ def test_imperfect_lines_are_skipped_and_counted(tmp_path):
         json.dumps({"query": " ", "target": "t", "candidates": ["a"]}),
         json.dumps({"query": "q", "target": "", "candidates": ["a"]}),
         json.dumps({"query": "q", "target": "t", "candidates": []}),
-        json.dumps({"query": "q", "target": "t", "candidates": ["", "x", "x", "y"], "positive": 2}),
+        json.dumps(
+            {
+                "query": "q",
+                "target": "t",
+                "candidates": ["", "x", "x", "y"],
+                "positive": 2,
+                "source": "d0",
+                "candidate_sources": ["d1", "d2", "d2", "d0"],
+            }
+        ),
         "",
     ]
     stats = DataStats()
     examples = load_examples(write_lines(tmp_path / "t.jsonl", rows), stats)
     assert len(examples) == 2
     assert examples[1].candidates == ["x", "y"] and examples[1].positive == 0
+    assert examples[1].candidate_sources == ["d2", "d0"] and examples[1].same_document(1)
     assert stats.counts == {
         "examples": 2,
         "skipped_empty_query": 1,
@@ -98,6 +113,36 @@ def test_self_supervised_examples_never_contain_their_own_chunk():
         own = f"{ex.query} {ex.target}"
         assert own not in ex.candidates and len(ex.candidates) == 3
         assert len(set(ex.candidates)) == 3
+        # Sources are the documents' positions (a plain list of texts) and name where each text came from.
+        assert own in texts[int(ex.source)]
+        assert all(c in texts[int(s)] for c, s in zip(ex.candidates, ex.candidate_sources, strict=True))
+
+
+def test_built_examples_keep_document_ids_through_a_file(tmp_path):
+    from dreamir.data.text import examples_to_rows, read_corpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    sentences = [" ".join(f"w{d}x{i}" for i in range(8)) + "." for d in range(6)]
+    corpus.write_text(
+        "".join(json.dumps({"_id": f"doc{d}", "text": " ".join([sentences[d]] * 2)}) + "\n" for d in range(6))
+    )
+    documents = read_corpus(corpus)
+    assert list(documents) == [f"doc{d}" for d in range(6)]
+    built = build_self_supervised(documents, BuildSettings(num_candidates=2, chunk_words=8, min_words=4))
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in examples_to_rows(built)))
+    loaded = load_examples(path)
+    assert [(e.source, e.candidate_sources) for e in loaded] == [(e.source, e.candidate_sources) for e in built]
+    for ex in loaded:  # each document is two identical chunks: its twin is deduplicated, never both
+        assert ex.query.split()[0].split("x")[0] == f"w{ex.source[3:]}"
+
+
+def test_corpus_ids_must_be_unique(tmp_path):
+    from dreamir.data.text import read_corpus
+
+    corpus = write_lines(tmp_path / "c.jsonl", [json.dumps({"_id": "a", "text": "x"})] * 2)
+    with pytest.raises(DataError, match="line 2: field '_id': duplicate document id 'a'"):
+        read_corpus(corpus)
 
 
 def test_too_little_text_is_a_clear_error():

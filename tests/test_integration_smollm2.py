@@ -21,10 +21,10 @@ def smollm2():
 
 @pytest.fixture(scope="module")
 def slice_examples():
-    from dreamir.data.text import BuildSettings, build_self_supervised, read_corpus_texts
+    from dreamir.data.text import BuildSettings, build_self_supervised, read_corpus
 
     folder = require_beir("scifact")
-    texts = read_corpus_texts(folder / "corpus.jsonl")[:200]
+    texts = list(read_corpus(folder / "corpus.jsonl").values())[:200]
     return build_self_supervised(
         texts, BuildSettings(num_candidates=4, chunk_words=40, max_examples=8, seed=0), show_progress=False
     )

@@ -100,6 +100,66 @@ def test_infonce_loss_matches_a_hand_computation(retriever):
     assert float(out.loss) == pytest.approx(total / len(EXAMPLES), rel=1e-5)
 
 
+def _hand_infonce(retriever, examples, positives, negatives) -> float:
+    """Mean over rows of −log softmax at the positive, over the positive + the listed negatives
+    (`negatives[b]`: texts)."""
+    total = 0.0
+    with torch.no_grad():
+        for b, ex in enumerate(examples):
+            q = retriever.embed([ex.query], "query")[0]
+            texts = [positives[b], *negatives[b]]
+            logits = retriever.embed(texts, "document") @ q / 0.05
+            total += float(torch.logsumexp(logits, 0) - logits[0])
+    return total / len(examples)
+
+
+def test_infonce_never_uses_the_querys_own_document_or_its_positive_as_a_negative(retriever):
+    from dreamir.objectives.infonce import InfoNCEObjective, InfoNCESettings
+
+    examples = [
+        Example(
+            "scurvy cause",
+            "vitamin c deficiency",
+            ["same doc more", "the heart", "blood cells"],
+            source="d1",
+            candidate_sources=["d1", "d2", "d3"],
+        ),
+        Example(
+            "scurvy signs",
+            "bleeding gums",
+            ["vitamin c scurvy", "gene study"],
+            source="d1",
+            candidate_sources=["d4", "d1"],
+        ),
+        Example(
+            "heart blood",
+            "pumps blood",
+            ["the heart pumps", "gene study", "cells"],
+            positive=0,
+            source="d7",
+            candidate_sources=["d8", "d9", "d7"],
+        ),
+    ]
+    positives = ["vitamin c deficiency", "bleeding gums", "the heart pumps"]
+    # Row 0: not its own-document candidate, nor row 1's positive (same document d1); row 1 likewise.
+    # Row 2: its labelled positive is candidate 0, not a negative; candidate 2 is from d7.
+    negatives = [
+        ["the heart", "blood cells", "the heart pumps"],
+        ["vitamin c scurvy", "the heart pumps"],
+        ["gene study", "vitamin c deficiency", "bleeding gums"],
+    ]
+    out = InfoNCEObjective(retriever)(examples)
+    assert float(out.loss) == pytest.approx(_hand_infonce(retriever, examples, positives, negatives), rel=1e-5)
+    literal = InfoNCEObjective(retriever, InfoNCESettings(same_document_negatives=True))(examples)
+    negatives_literal = [
+        ["same doc more", "the heart", "blood cells", "bleeding gums", "the heart pumps"],
+        ["vitamin c scurvy", "gene study", "vitamin c deficiency", "the heart pumps"],
+        ["gene study", "cells", "vitamin c deficiency", "bleeding gums"],
+    ]
+    want = _hand_infonce(retriever, examples, positives, negatives_literal)
+    assert float(literal.loss) == pytest.approx(want, rel=1e-5)
+
+
 def test_inbatch_term_matches_a_hand_computation():
     torch.manual_seed(0)
     batch, heads, length, dim = 2, 3, 9, 4

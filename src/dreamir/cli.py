@@ -18,14 +18,14 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
         build_from_qa,
         build_self_supervised,
         examples_to_rows,
-        read_corpus_texts,
+        read_corpus,
         read_qa_pairs,
         resolve_corpus_path,
     )
     from dreamir.data.training import DataStats
 
     stats = DataStats()
-    texts = read_corpus_texts(resolve_corpus_path(args.corpus), stats)
+    documents = read_corpus(resolve_corpus_path(args.corpus), stats)
     settings = BuildSettings(
         num_candidates=args.candidates,
         chunk_words=args.chunk_words,
@@ -33,15 +33,15 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     if args.qa:
-        examples = build_from_qa(read_qa_pairs(args.qa, stats), texts, settings, stats)
+        examples = build_from_qa(read_qa_pairs(args.qa, stats), documents, settings, stats)
     else:
-        examples = build_self_supervised(texts, settings, stats)
+        examples = build_self_supervised(documents, settings, stats)
     n = write_jsonl_atomic(args.out, examples_to_rows(examples))
     print(f"wrote {n} examples to {args.out} ({stats.summary()})")
 
 
 def _cmd_heads(args: argparse.Namespace) -> None:
-    from dreamir.data.text import read_corpus_texts, resolve_corpus_path
+    from dreamir.data.text import read_corpus, resolve_corpus_path
     from dreamir.data.training import TokenLimits, load_examples
     from dreamir.heads import detection_examples_from_texts, examples_from_qrels, score_heads
     from dreamir.models.frozen_lm import FrozenLM
@@ -54,7 +54,7 @@ def _cmd_heads(args: argparse.Namespace) -> None:
     elif _looks_like_training_jsonl(args.data):
         examples = load_examples(args.data)[: args.num_examples]
     else:
-        texts = read_corpus_texts(resolve_corpus_path(args.data))
+        texts = list(read_corpus(resolve_corpus_path(args.data)).values())
         examples = detection_examples_from_texts(texts, args.num_examples, args.candidates, seed=args.seed)
     ranking = score_heads(lm, examples, args.method, TokenLimits(), batch_size=args.batch_size)
     k = lm.num_layers * lm.num_heads if args.k == "all" else int(args.k)

@@ -28,7 +28,7 @@ from pydantic import Field
 from dreamir.config import ConfigError, Objective, RunConfig, _format_errors, _Strict, set_dotted
 from dreamir.data.beir import load_beir
 from dreamir.data.jsonl import write_jsonl_atomic
-from dreamir.data.text import BuildSettings, build_self_supervised, examples_to_rows, read_corpus_texts
+from dreamir.data.text import BuildSettings, build_self_supervised, examples_to_rows, read_corpus
 from dreamir.data.training import DataStats
 from dreamir.eval.evaluate import evaluate_model
 
@@ -114,7 +114,7 @@ def training_data(config: CompareConfig, dataset: DatasetConfig) -> Path:
     settings = BuildSettings(
         num_candidates=b.candidates, chunk_words=b.chunk_words, max_examples=b.max_examples, seed=b.seed
     )
-    examples = build_self_supervised(read_corpus_texts(corpus, stats), settings, stats)
+    examples = build_self_supervised(read_corpus(corpus, stats), settings, stats)
     n = write_jsonl_atomic(path, examples_to_rows(examples))
     print(f"[compare] {dataset.name}: built {n} training examples from its corpus ({stats.summary()})")
     return path

@@ -90,6 +90,8 @@ class RevelaConfig(_Strict):
 
 class InfoNCEConfig(_Strict):
     temperature: float = Field(0.05, gt=0)
+    # True: chunks of the query's own document count as negatives too (METHOD §2 read literally).
+    same_document_negatives: bool = False
 
 
 Objective = Literal["dream", "replug", "revela", "infonce"]

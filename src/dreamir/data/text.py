@@ -2,8 +2,10 @@
 
 Documents are chunked by words at sentence boundaries; for each chunk, q = its first half,
 y = its second half, and the candidates are the top-N BM25 neighbours of q among the OTHER
-chunks (never the chunk itself), deduplicated. Deterministic for a given seed. Benchmark
-queries and qrels are never read here.
+chunks (never the chunk itself), deduplicated. Every example records the document its query came
+from (`source`) and each candidate's (`candidate_sources`): neighbours are often other chunks of the
+same document, which a contrastive objective must not treat as negatives. Deterministic for a given
+seed. Benchmark queries and qrels are never read here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +30,11 @@ def split_words(text: str) -> list[str]:
     return text.split()
 
 
-def read_corpus_texts(path: str | os.PathLike, stats: DataStats | None = None) -> list[str]:
-    """Texts of a corpus JSONL ({"text", optional "title"}, BEIR corpus.jsonl works); title + text joined."""
+def read_corpus(path: str | os.PathLike, stats: DataStats | None = None) -> dict[str, str]:
+    """Documents of a corpus JSONL ({"_id" or "id", "text", optional "title"}; BEIR corpus.jsonl works),
+    as id → title + text. A document without an id is named by its line ("line 12")."""
     stats = stats if stats is not None else DataStats()
-    texts = []
+    documents: dict[str, str] = {}
     for line, obj in iter_jsonl(path):
         text = obj.get("text")
         if not isinstance(text, str):
@@ -39,12 +42,16 @@ def read_corpus_texts(path: str | os.PathLike, stats: DataStats | None = None) -
         title = obj.get("title") or ""
         if not isinstance(title, str):
             raise DataError(path, line, "not a string", "title")
+        raw_id = obj.get("_id", obj.get("id"))
+        doc_id = f"line {line}" if raw_id is None else str(raw_id)
+        if doc_id in documents:
+            raise DataError(path, line, f"duplicate document id {doc_id!r}", "_id")
         joined = f"{title} {text}".strip() if title else text.strip()
         if not joined:
             stats.add("skipped_empty_document")
             continue
-        texts.append(joined)
-    return texts
+        documents[doc_id] = joined
+    return documents
 
 
 def chunk_text(text: str, chunk_words: int = 96, min_words: int = 24) -> list[str]:
@@ -93,14 +100,25 @@ def bm25_index(texts: list[str]):
     return retriever, stemmer
 
 
-def corpus_chunks(texts: Iterable[str], settings: BuildSettings, stats: DataStats) -> list[str]:
-    chunks: list[str] = []
-    for text in texts:
+Documents = Mapping[str, str] | Sequence[str]  # id → text, or texts (ids are their positions)
+
+
+@dataclass
+class Chunks:
+    texts: list[str]
+    sources: list[str]  # the id of the document each chunk was cut from
+
+
+def corpus_chunks(documents: Documents, settings: BuildSettings, stats: DataStats) -> Chunks:
+    items = documents.items() if isinstance(documents, Mapping) else ((str(i), t) for i, t in enumerate(documents))
+    chunks = Chunks([], [])
+    for doc_id, text in items:
         pieces = chunk_text(text, settings.chunk_words, settings.min_words or 1)
         if not pieces:
             stats.add("documents_too_short")
-        chunks.extend(pieces)
-    stats.add("chunks", len(chunks))
+        chunks.texts.extend(pieces)
+        chunks.sources.extend([doc_id] * len(pieces))
+    stats.add("chunks", len(chunks.texts))
     return chunks
 
 
@@ -111,8 +129,8 @@ def mine_candidates(
     num_candidates: int,
     stats: DataStats,
     show_progress: bool = True,
-) -> list[list[str]]:
-    """Top-N BM25 chunks for each query, never chunk `exclude[i]` and no text twice."""
+) -> list[list[int]]:
+    """Indices of the top-N BM25 chunks for each query, never chunk `exclude[i]` and no text twice."""
     import bm25s
 
     retriever, stemmer = bm25_index(chunks)
@@ -133,7 +151,7 @@ def mine_candidates(
             if int(hit) == own or text in seen:
                 continue
             seen.add(text)
-            candidates.append(text)
+            candidates.append(int(hit))
             if len(candidates) == num_candidates:
                 break
         if len(candidates) < num_candidates:
@@ -142,10 +160,10 @@ def mine_candidates(
     return mined
 
 
-def _enough_chunks(chunks: list[str], settings: BuildSettings, need_more: int) -> None:
-    if len(chunks) < settings.num_candidates + need_more:
+def _enough_chunks(chunks: Chunks, settings: BuildSettings, need_more: int) -> None:
+    if len(chunks.texts) < settings.num_candidates + need_more:
         raise ValueError(
-            f"only {len(chunks)} chunks of ≥{settings.min_words} words: need at least "
+            f"only {len(chunks.texts)} chunks of ≥{settings.min_words} words: need at least "
             f"{settings.num_candidates + need_more} to mine {settings.num_candidates} candidates per example"
         )
 
@@ -158,18 +176,24 @@ def _sampled_order(size: int, settings: BuildSettings) -> list[int]:
 
 
 def build_self_supervised(
-    texts: Iterable[str], settings: BuildSettings, stats: DataStats | None = None, show_progress: bool = True
+    documents: Documents, settings: BuildSettings, stats: DataStats | None = None, show_progress: bool = True
 ) -> list[Example]:
     stats = stats if stats is not None else DataStats()
-    chunks = corpus_chunks(texts, settings, stats)
+    chunks = corpus_chunks(documents, settings, stats)
     _enough_chunks(chunks, settings, need_more=1)  # the chunk itself is never its own candidate
-    order = _sampled_order(len(chunks), settings)
-    halves = [chunks[i].split() for i in order]
+    order = _sampled_order(len(chunks.texts), settings)
+    halves = [chunks.texts[i].split() for i in order]
     queries = [" ".join(w[: len(w) // 2]) for w in halves]
-    mined = mine_candidates(chunks, queries, list(order), settings.num_candidates, stats, show_progress)
+    mined = mine_candidates(chunks.texts, queries, list(order), settings.num_candidates, stats, show_progress)
     return [
-        Example(query, " ".join(words[len(words) // 2 :]), candidates)
-        for query, words, candidates in zip(queries, halves, mined, strict=True)
+        Example(
+            query,
+            " ".join(words[len(words) // 2 :]),
+            [chunks.texts[c] for c in hits],
+            source=chunks.sources[own],
+            candidate_sources=[chunks.sources[c] for c in hits],
+        )
+        for own, query, words, hits in zip(order, queries, halves, mined, strict=True)
     ]
 
 
@@ -195,21 +219,24 @@ def read_qa_pairs(path: str | os.PathLike, stats: DataStats) -> list[tuple[str, 
 
 def build_from_qa(
     pairs: list[tuple[str, str]],
-    texts: Iterable[str],
+    documents: Documents,
     settings: BuildSettings,
     stats: DataStats | None = None,
     show_progress: bool = True,
 ) -> list[Example]:
     """q = question, y = answer, candidates = the question's top-N BM25 chunks of the corpus (METHOD §1.5)."""
     stats = stats if stats is not None else DataStats()
-    chunks = corpus_chunks(texts, settings, stats)
+    chunks = corpus_chunks(documents, settings, stats)
     _enough_chunks(chunks, settings, need_more=0)
     order = _sampled_order(len(pairs), settings)
     chosen = [pairs[i] for i in order]
     mined = mine_candidates(
-        chunks, [q for q, _ in chosen], [None] * len(chosen), settings.num_candidates, stats, show_progress
+        chunks.texts, [q for q, _ in chosen], [None] * len(chosen), settings.num_candidates, stats, show_progress
     )
-    return [Example(q, a, candidates) for (q, a), candidates in zip(chosen, mined, strict=True)]
+    return [
+        Example(q, a, [chunks.texts[c] for c in hits], candidate_sources=[chunks.sources[c] for c in hits])
+        for (q, a), hits in zip(chosen, mined, strict=True)
+    ]
 
 
 def examples_to_rows(examples: list[Example]) -> Iterable[dict]:
@@ -217,6 +244,10 @@ def examples_to_rows(examples: list[Example]) -> Iterable[dict]:
         row = {"query": ex.query, "target": ex.target, "candidates": ex.candidates}
         if ex.positive is not None:
             row["positive"] = ex.positive
+        if ex.source is not None:
+            row["source"] = ex.source
+        if ex.candidate_sources is not None:
+            row["candidate_sources"] = ex.candidate_sources
         yield row
 
 

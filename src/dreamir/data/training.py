@@ -1,4 +1,6 @@
-"""Training examples: JSONL of {"query", "target", "candidates": [text, ...]} (+ optional "positive").
+"""Training examples: JSONL of {"query", "target", "candidates": [text, ...]}, optionally "positive"
+(index of a known helpful candidate), "source" (id of the query's document) and "candidate_sources"
+(one document id per candidate; `build-data` writes both).
 
 Handling of imperfect lines (documented in README "Training data"):
 - malformed JSON, a missing field or a wrong type: error naming file, line and field;
@@ -24,6 +26,16 @@ class Example:
     target: str
     candidates: list[str]
     positive: int | None = None  # index of a known helpful candidate (head detection, InfoNCE)
+    source: str | None = None  # id of the document the query came from
+    candidate_sources: list[str] | None = None  # one document id per candidate
+
+    def same_document(self, index: int) -> bool:
+        """Whether candidate `index` was cut from the query's own document (False when unknown)."""
+        return (
+            self.source is not None
+            and self.candidate_sources is not None
+            and (self.candidate_sources[index] == self.source)
+        )
 
 
 @dataclass
@@ -51,6 +63,15 @@ def load_examples(path: str | os.PathLike, stats: DataStats | None = None) -> li
         positive = obj.get("positive")
         if positive is not None and (not isinstance(positive, int) or not 0 <= positive < len(raw)):
             raise DataError(path, line, f"must be an index into candidates (0..{len(raw) - 1})", "positive")
+        source = obj.get("source")
+        if source is not None and not isinstance(source, str):
+            raise DataError(path, line, f"expected a string, got {type(source).__name__}", "source")
+        sources = obj.get("candidate_sources")
+        if sources is not None and (
+            not isinstance(sources, list) or len(sources) != len(raw) or not all(isinstance(x, str) for x in sources)
+        ):
+            problem = f"expected a list of {len(raw)} strings, one per candidate"
+            raise DataError(path, line, problem, "candidate_sources")
         if not query.strip():
             stats.add("skipped_empty_query")
             continue
@@ -58,6 +79,7 @@ def load_examples(path: str | os.PathLike, stats: DataStats | None = None) -> li
             stats.add("skipped_empty_target")
             continue
         kept: list[str] = []
+        kept_sources: list[str] = []
         new_positive = None
         for i, cand in enumerate(raw):
             if not cand.strip():
@@ -70,10 +92,14 @@ def load_examples(path: str | os.PathLike, stats: DataStats | None = None) -> li
                 if i == positive:
                     new_positive = len(kept)
                 kept.append(cand)
+                if sources is not None:
+                    kept_sources.append(sources[i])
         if not kept:
             stats.add("skipped_no_candidates")
             continue
-        examples.append(Example(query, target, kept, new_positive))
+        examples.append(
+            Example(query, target, kept, new_positive, source, kept_sources if sources is not None else None)
+        )
     stats.add("examples", len(examples))
     return examples
 
