@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from dreamir.config import ConfigError, Objective, RunConfig, _format_errors, _Strict, set_dotted
+from dreamir.config import ConfigError, Objective, RunConfig, StrictConfig, format_config_errors, set_dotted
 from dreamir.data.beir import load_beir
 from dreamir.data.jsonl import write_jsonl_atomic
 from dreamir.data.text import BuildSettings, build_self_supervised, examples_to_rows, read_corpus
@@ -35,14 +35,14 @@ from dreamir.eval.evaluate import evaluate_model
 REPORTED = ("ndcg@10", "recall@100", "mrr@10")
 
 
-class BuildConfig(_Strict):
+class BuildConfig(StrictConfig):
     candidates: int = Field(8, gt=0)
     chunk_words: int = Field(96, gt=0)
     max_examples: int | None = Field(None, gt=0)
     seed: int = 0
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictConfig):
     name: str
     beir: str  # BEIR folder: its corpus builds the training data, its split is evaluated
     split: str = "test"
@@ -50,7 +50,7 @@ class DatasetConfig(_Strict):
     build: BuildConfig = BuildConfig()
 
 
-class CompareConfig(_Strict):
+class CompareConfig(StrictConfig):
     out: str = "runs/compare"
     track: str = "adapt"
     datasets: list[DatasetConfig]
@@ -74,7 +74,7 @@ def load_compare_config(path: str | os.PathLike, overrides: dict[str, Any] | Non
     try:
         config = CompareConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, str(path))) from None
+        raise ConfigError(format_config_errors(err, str(path))) from None
     for objective in config.objectives:  # fail now, not after hours of training the first ones
         run_config(config, config.datasets[0], objective, Path("/nonexistent"))
     return config
@@ -90,7 +90,7 @@ def run_config(config: CompareConfig, dataset: DatasetConfig, objective: str, tr
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, f"compare settings for {objective}")) from None
+        raise ConfigError(format_config_errors(err, f"compare settings for {objective}")) from None
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

@@ -14,22 +14,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
-class _Strict(BaseModel):
+class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class LLMConfig(_Strict):
+class LLMConfig(StrictConfig):
     name: str = "smollm2-135m-instruct"
 
 
-class LoraConfig(_Strict):
+class LoraConfig(StrictConfig):
     r: int = Field(16, gt=0)
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
 
 
-class RetrieverConfig(_Strict):
+class RetrieverConfig(StrictConfig):
     name: str = "all-minilm-l6-v2"
     pooling: Literal["mean", "cls", "lasttoken"] | None = None
     query_prefix: str | None = None
@@ -38,26 +38,26 @@ class RetrieverConfig(_Strict):
     lora: LoraConfig | None = None
 
 
-class TokenLimitsConfig(_Strict):
+class TokenLimitsConfig(StrictConfig):
     query: int = Field(64, gt=0)
     target: int = Field(64, gt=0)
     doc: int = Field(128, gt=0)
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictConfig):
     train: str | None = None
     max_examples: int | None = Field(None, gt=0)
     limits: TokenLimitsConfig = TokenLimitsConfig()
 
 
-class HeadsConfig(_Strict):
+class HeadsConfig(StrictConfig):
     file: str | None = None  # a `dreamir heads` JSON; if unset, heads are selected at the start of training
     count: int | Literal["all"] = 16
     scoring: Literal["gradient", "attention"] = "gradient"
     detection_examples: int = Field(32, gt=0)
 
 
-class DreamConfig(_Strict):
+class DreamConfig(StrictConfig):
     temperature: float = Field(0.05, gt=0)
     mode: Literal["bias", "reweight"] = "bias"
     layout: Literal["separate", "concat"] = "separate"
@@ -75,20 +75,20 @@ class DreamConfig(_Strict):
         return self
 
 
-class ReplugConfig(_Strict):
+class ReplugConfig(StrictConfig):
     lm_temperature: float = Field(0.1, gt=0)
     retriever_temperature: float = Field(0.1, gt=0)
     lm_score: Literal["mean", "sum"] = "mean"  # ℓ per target token (mean) or in total (sum)
 
 
-class RevelaConfig(_Strict):
+class RevelaConfig(StrictConfig):
     temperature: float = Field(1e-4, gt=0)
     train_lm: bool = False  # train LoRA adapters in the LM too (the paper's setting)
     value_norm: bool = True  # divide each document's in-batch output by its attention-weighted value norm
     lm_lora: LoraConfig = LoraConfig()
 
 
-class InfoNCEConfig(_Strict):
+class InfoNCEConfig(StrictConfig):
     temperature: float = Field(0.05, gt=0)
     # True: chunks of the query's own document count as negatives too (METHOD §2 read literally).
     same_document_negatives: bool = False
@@ -97,7 +97,7 @@ class InfoNCEConfig(_Strict):
 Objective = Literal["dream", "replug", "revela", "infonce"]
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictConfig):
     objective: Objective = "dream"
     batch_size: int = Field(4, gt=0)
     grad_accum: int = Field(1, gt=0)
@@ -111,7 +111,7 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(2, gt=0)
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictConfig):
     run_dir: str = "runs/dream"
     seed: int = 0
     device: str = "cpu"
@@ -137,7 +137,7 @@ class ConfigError(ValueError):
     pass
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def format_config_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -176,7 +176,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(format_config_errors(err, source)) from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
