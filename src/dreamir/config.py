@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 class StrictConfig(BaseModel):
+    """A config section that rejects unknown keys, so a typo fails loudly instead of being ignored."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
