@@ -131,6 +131,34 @@ def test_identical_ids_are_dropped_by_default(tmp_path):
     assert "q1" in bm25_run(corpus, {"q1": "vitamin c scurvy"}, k=2, ignore_identical_ids=False)["q1"]
 
 
+def test_corpus_sample_keeps_judged_documents_and_is_seeded(tmp_path):
+    from dreamir.data.beir import sample_corpus
+
+    corpus = [{"_id": f"d{i}", "text": f"document number {i}"} for i in range(40)]
+    queries = [{"_id": "q1", "text": "number 3"}, {"_id": "q2", "text": "number 30"}]
+    data = load_beir(make_beir(tmp_path, corpus, queries, "q1\td3\t1\nq2\td30\t1\nq2\td31\t0\n"))
+    sample = sample_corpus(data, 10, seed=1)
+    assert len(sample.corpus) == 10 and {"d3", "d30", "d31"} <= set(sample.corpus)
+    assert sample.queries == data.queries and sample.qrels == data.qrels
+    assert sample.corpus == sample_corpus(data, 10, seed=1).corpus
+    assert sample.corpus != sample_corpus(data, 10, seed=2).corpus
+    assert sample.stats.counts["corpus_sampled_out"] == 30 and "10-doc sample" in sample.name
+    assert set(sample_corpus(data, 2).corpus) == {"d3", "d30", "d31"}  # judged documents always stay
+    assert len(sample_corpus(data, 100).corpus) == 40
+
+
+def test_eval_sample_docs_flag(tmp_path, capsys):
+    from dreamir.cli import main
+
+    corpus = [{"_id": f"d{i}", "text": f"document number {i}"} for i in range(30)]
+    folder = make_beir(tmp_path, corpus, [{"_id": "q1", "text": "number 3"}], "q1\td3\t1\n")
+    assert main(["eval", "--data", str(folder), "--model", "bm25", "--sample-docs", "5"]) == 0
+    assert "corpus_sampled_out=25" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval", "--data", str(folder), "--model", "bm25", "--sample-docs", "0"])
+    assert "must be positive" in capsys.readouterr().err
+
+
 def test_eval_index_search_commands_and_cache(tmp_path, tiny_encoder_dir, monkeypatch, capsys):
     from dreamir.cli import main
     from dreamir.models.retriever import Retriever

@@ -76,6 +76,28 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     assert main(["compare", "--config", str(path)]) == 0
     assert json.loads((out / "compare.json").read_text()) == results
 
+    # A changed evaluation scope (a corpus sample) re-evaluates every model, still training nothing.
+    config = yaml.safe_load(path.read_text())
+    config["datasets"][0]["eval_docs"] = 6
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", "--config", str(path)]) == 0
+    sampled = json.loads((out / "compare.json").read_text())["adapt"]["tiny"]
+    assert all(row["corpus_docs"] == 6 and row["queries"] == 4 for row in sampled.values())
+    assert all(rows[name]["corpus_docs"] == 16 for name in rows)
+    assert sampled["dream"]["steps"] == 3 and sampled["dream"]["train_s"] == rows["dream"]["train_s"]
+    assert "tiny: 6-document corpus sample" in (out / "compare.md").read_text()
+
+
+def test_run_settings_do_not_leak_into_the_shared_base(tmp_path):
+    from pathlib import Path
+
+    from dreamir.compare import CompareConfig, run_config
+
+    config = CompareConfig(datasets=[{"name": "d", "beir": "x"}], base={"train": {"lr": 1e-4}})
+    run = run_config(config, config.datasets[0], "replug", Path("train.jsonl"))
+    assert run.train.objective == "replug" and run.train.lr == 1e-4
+    assert config.base == {"train": {"lr": 1e-4}}
+
 
 def test_compare_config_errors_name_the_key(tmp_path, tiny_llm_dir, tiny_encoder_dir, capsys):
     from dreamir.cli import main

@@ -128,11 +128,23 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"exported sentence-transformers model to {path}")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from dreamir.data.beir import load_beir
+    from dreamir.data.beir import load_beir, sample_corpus
     from dreamir.eval.evaluate import evaluate_model, format_table, write_report
 
     data = load_beir(args.data, args.split)
+    if args.sample_docs:
+        data = sample_corpus(data, args.sample_docs, args.sample_seed)
     from dreamir.zeroshot.retrieval import ZeroShotOptions, parse_zero_shot_spec
 
     zero_shot = ZeroShotOptions(args.mode, args.words, args.templates, args.device, args.trust_remote_code)
@@ -272,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="folder for metrics.json, run.trec, report.md and comparison.png")
     p.add_argument("--no-cache", action="store_true", help="re-encode even if cached embeddings exist")
+    p.add_argument(
+        "--sample-docs",
+        type=_positive_int,
+        metavar="N",
+        help="evaluate over N documents: every judged one plus others drawn with --sample-seed "
+        "(for slow encoders; scores are comparable only with runs on the same sample)",
+    )
+    p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument(
         "--keep-identical-ids",
         action="store_true",

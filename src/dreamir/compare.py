@@ -16,6 +16,7 @@ OUT/compare.png.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -26,7 +27,7 @@ import yaml
 from pydantic import Field
 
 from dreamir.config import ConfigError, Objective, RunConfig, StrictConfig, format_config_errors, set_dotted
-from dreamir.data.beir import load_beir
+from dreamir.data.beir import BeirData, load_beir, sample_corpus
 from dreamir.data.jsonl import write_jsonl_atomic
 from dreamir.data.text import BuildSettings, build_self_supervised, examples_to_rows, read_corpus
 from dreamir.data.training import DataStats
@@ -48,6 +49,10 @@ class DatasetConfig(StrictConfig):
     split: str = "test"
     train_data: str | None = None  # a ready training JSONL instead of building one
     build: BuildConfig = BuildConfig()
+    # evaluate over a seeded corpus sample (every judged document + others, this many in all) when
+    # encoding the whole corpus is too slow; such scores are comparable only with each other
+    eval_docs: int | None = Field(None, gt=0)
+    eval_seed: int = 0
 
 
 class CompareConfig(StrictConfig):
@@ -81,7 +86,7 @@ def load_compare_config(path: str | os.PathLike, overrides: dict[str, Any] | Non
 
 
 def run_config(config: CompareConfig, dataset: DatasetConfig, objective: str, train_path: Path) -> RunConfig:
-    tree = _deep_merge(config.base, config.per_objective.get(objective, {}))  # type: ignore[call-overload]
+    tree = copy.deepcopy(_deep_merge(config.base, config.per_objective.get(objective, {})))  # type: ignore[call-overload]
     set_dotted(tree, "train.objective", objective)
     set_dotted(tree, "data.train", str(train_path))
     set_dotted(tree, "run_dir", str(Path(config.out) / dataset.name / objective))
@@ -126,6 +131,21 @@ def _write_json_atomic(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
+def _scope(data: BeirData) -> dict[str, int]:
+    """What a score was measured on, stored with it so a cached result is never reused for another
+    split or corpus sample."""
+    return {"queries": len(data.queries), "corpus_docs": len(data.corpus)}
+
+
+def _scores(evaluated, data: BeirData) -> dict:
+    return {m: evaluated.metrics[m] for m in REPORTED} | _scope(data)
+
+
+def _same_scope(cached: dict, data: BeirData) -> bool:
+    # results written before the scope was recorded were full-corpus ones: a missing key is accepted
+    return all(cached.get(key, value) == value for key, value in _scope(data).items())
+
+
 def train_and_evaluate(config: CompareConfig, dataset: DatasetConfig, objective: str, data) -> dict:
     """Train one objective (resuming if interrupted) and evaluate it; cached in result.json."""
     from dreamir.trainer import Trainer
@@ -134,14 +154,25 @@ def train_and_evaluate(config: CompareConfig, dataset: DatasetConfig, objective:
     run_dir = Path(run.run_dir)
     result_path = run_dir / "result.json"
     if result_path.exists():
-        return json.loads(result_path.read_text())
+        cached = json.loads(result_path.read_text())
+        if _same_scope(cached, data):
+            return cached
+        # the evaluation scope changed (split, corpus sample): re-evaluate the exported model, keep the training
+        from dreamir.models.retriever import Retriever
+
+        result = {
+            **cached,
+            **_scores(evaluate_model(Retriever.load(str(run_dir / "retriever")), data, name=objective), data),
+        }
+        _write_json_atomic(result_path, result)
+        return result
     trainer = Trainer(run)
     trained = trainer.train(resume=trainer.latest_checkpoint() is not None)
     trainer.retriever.eval()
     evaluated = evaluate_model(trainer.retriever, data, name=objective)
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
     result = {
-        **{m: evaluated.metrics[m] for m in REPORTED},
+        **_scores(evaluated, data),
         "train_s": sum(entry["seconds"] for entry in log),  # summed over resumed attempts
         "steps": trained.steps,
         "examples_seen": trained.steps * run.train.batch_size * run.train.grad_accum,
@@ -155,7 +186,9 @@ def train_and_evaluate(config: CompareConfig, dataset: DatasetConfig, objective:
 def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> dict:
     path = Path(config.out) / dataset.name / f"{name}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if _same_scope(cached, data):
+            return cached
     if name == "bm25":
         evaluated = evaluate_model("bm25", data)
     else:  # the retriever every objective starts from
@@ -164,7 +197,7 @@ def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> 
         retriever = build_retriever(run_config(config, dataset, config.objectives[0], Path("unused")))
         retriever.eval()
         evaluated = evaluate_model(retriever, data, name="untrained")
-    result = {**{m: evaluated.metrics[m] for m in REPORTED}, "train_s": 0}
+    result = {**_scores(evaluated, data), "train_s": 0}
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(path, result)
     return result
@@ -176,6 +209,8 @@ def run_compare(config: CompareConfig) -> dict:
     results: dict[str, dict[str, dict]] = {}
     for dataset in config.datasets:
         data = load_beir(dataset.beir, dataset.split)
+        if dataset.eval_docs:
+            data = sample_corpus(data, dataset.eval_docs, dataset.eval_seed)
         rows = results.setdefault(dataset.name, {})
         for name in config.baselines:
             rows[name] = baseline(config, dataset, name, data)
@@ -209,10 +244,13 @@ def write_outputs(config: CompareConfig, results: dict[str, dict[str, dict]]) ->
     out = Path(config.out)
     _write_json_atomic(out / "compare.json", {config.track: results})
     table = format_compare_table(results)
+    sampled = [f"{d.name}: {d.eval_docs}-document corpus sample" for d in config.datasets if d.eval_docs]
+    scope = f" ({'; '.join(sampled)}; not comparable with full-corpus scores)" if sampled else ""
     settings = yaml.safe_dump(config.model_dump(), sort_keys=False)
     (out / "compare.md").write_text(
         f"# Objective comparison (track {config.track})\n\n{table}\n\nScores ×100 on each dataset's evaluated "
-        f"split; train s = training seconds.\n\n![comparison](compare.png)\n\nSettings:\n\n```yaml\n{settings}```\n"
+        f"split{scope}; train s = training seconds.\n\n![comparison](compare.png)\n\n"
+        f"Settings:\n\n```yaml\n{settings}```\n"
     )
     plot_compare(out / "compare.png", results, config.track)
     print(table)

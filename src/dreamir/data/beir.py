@@ -12,7 +12,9 @@ Title and text are joined as BEIR does ("title text").
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import random
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dreamir.data.jsonl import DataError, iter_jsonl, require_str
@@ -136,3 +138,22 @@ def load_beir(folder: str | os.PathLike, split: str = "test") -> BeirData:
     if not judged:
         raise DataError(qrels_path, None, "no query of this split has both a text and a judged document")
     return BeirData(folder.name, corpus, judged, qrels, stats)
+
+
+def sample_corpus(data: BeirData, size: int, seed: int = 0) -> BeirData:
+    """The same queries and qrels over a smaller corpus: every judged document of the split plus
+    others drawn with `seed`, `size` documents in all (never fewer than the judged ones).
+
+    For retrievers too slow to encode a whole corpus on the machine at hand (an LLM-sized encoder on
+    CPU). Fewer distractors make scores higher than full-corpus ones: compare only runs on the same
+    sample.
+    """
+    if size <= 0:
+        raise ValueError(f"corpus sample size must be positive, got {size}")
+    judged = {doc_id for docs in data.qrels.values() for doc_id in docs}
+    others = sorted(doc_id for doc_id in data.corpus if doc_id not in judged)
+    drawn = set(random.Random(seed).sample(others, min(len(others), max(0, size - len(judged)))))
+    corpus = {doc_id: text for doc_id, text in data.corpus.items() if doc_id in judged or doc_id in drawn}
+    stats = DataStats(Counter(data.stats.counts))
+    stats.add("corpus_sampled_out", len(data.corpus) - len(corpus))
+    return replace(data, name=f"{data.name} ({len(corpus)}-doc sample)", corpus=corpus, stats=stats)
