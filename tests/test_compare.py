@@ -86,6 +86,11 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     assert all(rows[name]["corpus_docs"] == 16 for name in rows)
     assert sampled["dream"]["steps"] == 3 and sampled["dream"]["train_s"] == rows["dream"]["train_s"]
     assert "tiny: 6-document corpus sample" in (out / "compare.md").read_text()
+    config["datasets"][0]["eval_seed"] = 1  # same size, other documents: measured again
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", "--config", str(path)]) == 0
+    resampled = json.loads((out / "compare.json").read_text())["adapt"]["tiny"]
+    assert all(resampled[m]["scope_id"] != sampled[m]["scope_id"] for m in sampled)
 
 
 def test_run_settings_do_not_leak_into_the_shared_base(tmp_path):

@@ -17,6 +17,7 @@ OUT/compare.png.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -131,10 +132,13 @@ def _write_json_atomic(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def _scope(data: BeirData) -> dict[str, int]:
+def _scope(data: BeirData) -> dict:
     """What a score was measured on, stored with it so a cached result is never reused for another
-    split or corpus sample."""
-    return {"queries": len(data.queries), "corpus_docs": len(data.corpus)}
+    split or corpus sample (`scope_id` hashes the query and document ids)."""
+    digest = hashlib.sha256()
+    for ids in (sorted(data.queries), sorted(data.corpus)):
+        digest.update("\n".join(ids).encode() + b"\0")
+    return {"queries": len(data.queries), "corpus_docs": len(data.corpus), "scope_id": digest.hexdigest()[:16]}
 
 
 def _scores(evaluated, data: BeirData) -> dict:
@@ -142,8 +146,7 @@ def _scores(evaluated, data: BeirData) -> dict:
 
 
 def _same_scope(cached: dict, data: BeirData) -> bool:
-    # results written before the scope was recorded were full-corpus ones: a missing key is accepted
-    return all(cached.get(key, value) == value for key, value in _scope(data).items())
+    return all(cached.get(key) == value for key, value in _scope(data).items())
 
 
 def train_and_evaluate(config: CompareConfig, dataset: DatasetConfig, objective: str, data) -> dict:
