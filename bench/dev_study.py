@@ -29,6 +29,7 @@ VARIANTS = {  # name → settings changed from the comparison's base (dotted key
     "tau0.2": {"dream.temperature": 0.2},
     "reweight": {"dream.mode": "reweight"},
     "heads32": {"heads.count": 32},
+    "heads-all": {"heads.count": "all"},  # bench/dream_signal.py: all heads' preference tracks the source better
     "same-doc-negatives": {"infonce.same_document_negatives": True},  # METHOD §2's literal InfoNCE
 }
 
