@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,29 @@ def test_minilm_export_matches_sentence_transformers(tmp_path):
     original = SentenceTransformer(retriever.source).encode(texts)
     np.testing.assert_allclose(retriever.encode(texts, "document"), original, atol=1e-5)
     np.testing.assert_allclose(SentenceTransformer(str(out)).encode(texts, prompt_name="document"), original, atol=1e-5)
+
+
+def test_lora_decoder_retriever_from_gguf_exports_and_reloads(tmp_path):
+    """The scratch track's retriever (SmolLM2 from GGUF, LoRA, last-token pooling) must export:
+    its de-quantised copy may not carry the GGUF quantization marker, which makes saving fail."""
+    require_alias("smollm2-135m-instruct")
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from dreamir.models.frozen_lm import plain_model_source
+    from dreamir.models.retriever import LoraSettings, Retriever
+
+    plain = plain_model_source("smollm2-135m-instruct")
+    config = json.loads((Path(plain.name_or_path) / "config.json").read_text())
+    assert "quantization_config" not in config
+    lora = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    retriever = Retriever.load("smollm2-135m-instruct", pooling="lasttoken", max_length=64, lora=lora)
+    with torch.no_grad():  # make the adapter non-zero so the merge is actually exercised
+        for name, param in retriever.st.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.02)
+    texts = ["what causes scurvy", "Vitamin C deficiency leads to scurvy."]
+    out = retriever.export(tmp_path / "scratch")
+    reloaded = SentenceTransformer(str(out)).encode(texts, prompt_name="document")
+    np.testing.assert_allclose(reloaded, retriever.encode(texts, "document"), atol=1e-4)

@@ -7,6 +7,7 @@ scores can be injected into selected heads (see `injection.py`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -23,6 +24,9 @@ from dreamir.models.injection import ATTENTION_NAME, register_attention
 from dreamir.models.layout import Layout, PackedBatch, TokenizedExample, pack_batch
 
 log = logging.getLogger(__name__)
+
+# Bump when the de-quantised copy's contents change, so stale cached copies are rebuilt.
+_PLAIN_COPY_FORMAT = 2
 
 # Architectures whose attention modules are known to route through AttentionInterface with
 # the (module, query, key, value, mask, scaling, ...) contract, and that tests cover.
@@ -171,7 +175,9 @@ def _dequantised_copy(source: ModelSource) -> ModelSource:
 
     gguf_path = Path(source.name_or_path) / str(source.gguf_file)
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    # The format tag invalidates copies written before the GGUF quantization marker was dropped.
+    stamp = f"{_PLAIN_COPY_FORMAT}|{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
     target = cache_dir() / "gguf-plain" / f"{gguf_path.stem}-{key}"
     if (target / "config.json").exists():
         return ModelSource(str(target))
@@ -180,8 +186,13 @@ def _dequantised_copy(source: ModelSource) -> ModelSource:
     quantised = AutoModelForCausalLM.from_pretrained(
         source.name_or_path, gguf_file=source.gguf_file, dtype=torch.float32
     )
-    # A model loaded from GGUF refuses save_pretrained; rebuild it plainly from its config.
-    plain = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+    # A model loaded from GGUF refuses save_pretrained; rebuild it plainly from its config. The config
+    # keeps a `quantization_config` naming the GGUF file, which would mark every model loaded from the
+    # copy as GGUF-quantised too (and so unsaveable: exporting a LoRA retriever would fail), so drop it.
+    config = copy.deepcopy(quantised.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
