@@ -1,5 +1,6 @@
 """Head-to-head comparison of the objectives (issue 5): runs `dreamir compare` for each track's config and
-merges the results into bench/results/compare.json and compare.md.
+merges the results into bench/results/compare.json, with each track's table and chart beside it
+(compare-<track>.md / .png).
 
     python bench/compare.py [--configs configs/compare-adapt.yaml configs/compare-scratch.yaml]
 
@@ -19,6 +20,13 @@ from _results import write_result
 from dreamir.compare import format_compare_table, load_compare_config, run_compare
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def keep_report(run_dir: Path, results_dir: Path, track: str) -> None:
+    """Copy a track's compare.md and compare.png beside the JSON as compare-<track>.*, link included."""
+    report = (run_dir / "compare.md").read_text().replace("](compare.png)", f"](compare-{track}.png)")
+    (results_dir / f"compare-{track}.md").write_text(report)
+    (results_dir / f"compare-{track}.png").write_bytes((run_dir / "compare.png").read_bytes())
 
 
 def main() -> None:
@@ -43,6 +51,7 @@ def main() -> None:
         if finished.exists():
             merged.update(json.loads(finished.read_text()))
             settings[config.track] = config.model_dump()
+            keep_report(Path(config.out), Path(args.out).parent, config.track)
     for track, results in merged.items():
         print(f"\ntrack {track}\n{format_compare_table(results)}")
     write_result(args.out, {**merged, "settings": settings})

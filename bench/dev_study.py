@@ -7,7 +7,8 @@ train-judged documents plus random others (2,000 in all, seed 0) so each evaluat
 minutes here; scores are higher than on the full corpus, so compare rows with each other only.
 Every variant trains on the comparison's own examples (`runs/compare-adapt/scifact/train.jsonl`,
 built by `dreamir compare --config configs/compare-adapt.yaml`) with that config's budget and seed,
-changing one setting. Writes bench/results/dev_study.json.
+changing one setting; a `build.` variant rebuilds the examples from the same corpus (same chunks and
+seed) with one build setting changed. Writes bench/results/dev_study.json.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ VARIANTS = {  # name → settings changed from the comparison's base (dotted key
     "heads32": {"heads.count": 32},
     "heads-all": {"heads.count": "all"},  # bench/dream_signal.py: all heads' preference tracks the source better
     "same-doc-negatives": {"infonce.same_document_negatives": True},  # METHOD §2's literal InfoNCE
+    # "build." keys rebuild the training data from the SciFact corpus (same chunks and seed)
+    "candidates8": {"build.candidates": 8},
 }
+BUILD_PREFIX = "build."
 
 
 def main() -> None:
@@ -52,6 +56,14 @@ def main() -> None:
     results: dict[str, dict] = previous.get("rows", {})
     variants = {**previous.get("variants", {}), **{v: VARIANTS[v] for v in args.variants}}
     for name in args.variants:
+        build_changes = {
+            k.removeprefix(BUILD_PREFIX): v for k, v in VARIANTS[name].items() if k.startswith(BUILD_PREFIX)
+        }
+        data = (
+            {"build": {**scifact.build.model_dump(), **build_changes}}
+            if build_changes
+            else {"train_data": str(train_data)}
+        )
         tree = yaml.safe_load(Path(args.config).read_text())
         tree.update(
             out=str(Path(args.work) / name),
@@ -61,7 +73,7 @@ def main() -> None:
                     "name": "scifact-dev",
                     "beir": scifact.beir,
                     "split": "train",
-                    "train_data": str(train_data),
+                    **data,
                     "eval_docs": DEV_CORPUS_DOCS,
                 }
             ],
@@ -71,7 +83,7 @@ def main() -> None:
         config_path = Path(args.work) / f"{name}.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(yaml.safe_dump(tree, sort_keys=False))
-        overrides = {f"base.{key}": value for key, value in VARIANTS[name].items()}
+        overrides = {f"base.{key}": v for key, v in VARIANTS[name].items() if not key.startswith(BUILD_PREFIX)}
         heads = Path(adapt.out) / "scifact" / "dream" / "heads.json"
         if heads.exists():  # the head ranking the comparison selected from these examples (same seed)
             overrides["base.heads.file"] = str(heads)
