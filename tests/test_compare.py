@@ -113,3 +113,16 @@ def test_compare_config_errors_name_the_key(tmp_path, tiny_llm_dir, tiny_encoder
     path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["dream"])
     assert main(["compare", "--config", str(path), "--set", "base.train.lr=fast"]) == 2
     assert "train.lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["compare-adapt.yaml", "compare-adapt-epoch.yaml", "compare-scratch.yaml"])
+def test_shipped_compare_configs_validate_for_every_objective(name, tmp_path):
+    from pathlib import Path
+
+    from dreamir.compare import load_compare_config, run_config
+
+    config = load_compare_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    for dataset in config.datasets:
+        for objective in config.objectives:
+            run = run_config(config, dataset, objective, tmp_path / "train.jsonl")
+            assert run.train.objective == objective
