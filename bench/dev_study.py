@@ -8,13 +8,15 @@ minutes here; scores are higher than on the full corpus, so compare rows with ea
 Every variant trains on the comparison's own examples (`runs/compare-adapt/scifact/train.jsonl`,
 built by `dreamir compare --config configs/compare-adapt.yaml`) with that config's budget and seed,
 changing one setting; a `build.` variant rebuilds the examples from the same corpus (same chunks and
-seed) with one build setting changed. Writes bench/results/dev_study.json.
+seed) with one build setting changed, and the `shuffled-targets` control gives every query another
+example's target. Writes bench/results/dev_study.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 import yaml
@@ -34,8 +36,22 @@ VARIANTS = {  # name → settings changed from the comparison's base (dotted key
     "same-doc-negatives": {"infonce.same_document_negatives": True},  # METHOD §2's literal InfoNCE
     # "build." keys rebuild the training data from the SciFact corpus (same chunks and seed)
     "candidates8": {"build.candidates": 8},
+    # control: each query keeps its candidates but takes another example's target, so the LLM's loss
+    # carries no information about which candidate helps; drift here is what noise alone does
+    "shuffled-targets": {"control.shuffled_targets": True},
 }
 BUILD_PREFIX = "build."
+CONTROL_PREFIX = "control."
+
+
+def shuffled_targets_copy(train_data: Path, out: Path, seed: int = 0) -> Path:
+    """The training examples with their targets moved one step along a seeded cycle (none keeps its own)."""
+    rows = [json.loads(line) for line in train_data.read_text().splitlines() if line.strip()]
+    order = random.Random(seed).sample(range(len(rows)), len(rows))
+    targets = {order[i]: rows[order[(i + 1) % len(rows)]]["target"] for i in range(len(rows))}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({**row, "target": targets[i]}) + "\n" for i, row in enumerate(rows)))
+    return out
 
 
 def main() -> None:
@@ -59,11 +75,12 @@ def main() -> None:
         build_changes = {
             k.removeprefix(BUILD_PREFIX): v for k, v in VARIANTS[name].items() if k.startswith(BUILD_PREFIX)
         }
-        data = (
-            {"build": {**scifact.build.model_dump(), **build_changes}}
-            if build_changes
-            else {"train_data": str(train_data)}
-        )
+        if build_changes:
+            data = {"build": {**scifact.build.model_dump(), **build_changes}}
+        elif VARIANTS[name].get(f"{CONTROL_PREFIX}shuffled_targets"):
+            data = {"train_data": str(shuffled_targets_copy(train_data, Path(args.work) / name / "train.jsonl"))}
+        else:
+            data = {"train_data": str(train_data)}
         tree = yaml.safe_load(Path(args.config).read_text())
         tree.update(
             out=str(Path(args.work) / name),
@@ -83,7 +100,9 @@ def main() -> None:
         config_path = Path(args.work) / f"{name}.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(yaml.safe_dump(tree, sort_keys=False))
-        overrides = {f"base.{key}": v for key, v in VARIANTS[name].items() if not key.startswith(BUILD_PREFIX)}
+        overrides = {
+            f"base.{key}": v for key, v in VARIANTS[name].items() if not key.startswith((BUILD_PREFIX, CONTROL_PREFIX))
+        }
         heads = Path(adapt.out) / "scifact" / "dream" / "heads.json"
         if heads.exists():  # the head ranking the comparison selected from these examples (same seed)
             overrides["base.heads.file"] = str(heads)
