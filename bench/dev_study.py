@@ -23,6 +23,7 @@ import yaml
 
 from _results import write_result
 from dreamir.compare import format_compare_table, load_compare_config, run_compare
+from dreamir.data.jsonl import iter_jsonl, write_jsonl_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_CORPUS_DOCS = 2000  # train-judged abstracts + others drawn with seed 0: ~2 min per evaluation here
@@ -46,11 +47,10 @@ CONTROL_PREFIX = "control."
 
 def shuffled_targets_copy(train_data: Path, out: Path, seed: int = 0) -> Path:
     """The training examples with their targets moved one step along a seeded cycle (none keeps its own)."""
-    rows = [json.loads(line) for line in train_data.read_text().splitlines() if line.strip()]
+    rows = [row for _, row in iter_jsonl(train_data)]
     order = random.Random(seed).sample(range(len(rows)), len(rows))
     targets = {order[i]: rows[order[(i + 1) % len(rows)]]["target"] for i in range(len(rows))}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps({**row, "target": targets[i]}) + "\n" for i, row in enumerate(rows)))
+    write_jsonl_atomic(out, ({**row, "target": targets[i]} for i, row in enumerate(rows)))
     return out
 
 
