@@ -97,7 +97,7 @@ def test_infonce_loss_matches_a_hand_computation(retriever):
             cands = retriever.embed(ex.candidates, "document")
             logits = torch.cat([q[b] @ pos.T, cands @ q[b]]) / 0.05
             total += float(torch.logsumexp(logits, 0) - logits[b])
-    assert float(out.loss) == pytest.approx(total / len(EXAMPLES), rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(total / len(EXAMPLES), rel=1e-5)
 
 
 def _hand_infonce(retriever, examples, positives, negatives) -> float:
@@ -149,7 +149,7 @@ def test_infonce_never_uses_the_querys_own_document_or_its_positive_as_a_negativ
         ["gene study", "vitamin c deficiency", "bleeding gums"],
     ]
     out = InfoNCEObjective(retriever)(examples)
-    assert float(out.loss) == pytest.approx(_hand_infonce(retriever, examples, positives, negatives), rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(_hand_infonce(retriever, examples, positives, negatives), rel=1e-5)
     literal = InfoNCEObjective(retriever, InfoNCESettings(same_document_negatives=True))(examples)
     negatives_literal = [
         ["same doc more", "the heart", "blood cells", "bleeding gums", "the heart pumps"],
@@ -157,7 +157,7 @@ def test_infonce_never_uses_the_querys_own_document_or_its_positive_as_a_negativ
         ["gene study", "cells", "vitamin c deficiency", "bleeding gums"],
     ]
     want = _hand_infonce(retriever, examples, positives, negatives_literal)
-    assert float(literal.loss) == pytest.approx(want, rel=1e-5)
+    assert float(literal.loss.detach()) == pytest.approx(want, rel=1e-5)
 
 
 def test_inbatch_term_matches_a_hand_computation():
@@ -210,7 +210,7 @@ def test_revela_trains_the_retriever_and_optionally_lm_lora(retriever):
         objective = RevelaObjective(lm, retriever, RevelaSettings(temperature=0.1, train_lm=train_lm))
         out = objective(EXAMPLES, toks)
         out.loss.backward()
-        losses[train_lm] = float(out.loss)
+        losses[train_lm] = float(out.loss.detach())
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in retriever.parameters())
         extra = objective.extra_parameters()
         assert bool(extra) == train_lm
