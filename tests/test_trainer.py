@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,12 @@ def dreamir(*args, env_extra=None, check=True):
     return proc
 
 
+def loss_trend(stdout: str) -> tuple[float, float]:
+    found = re.search(r"([\d.]+) \(first quarter of steps\) → ([\d.]+) \(last quarter\)", stdout)
+    assert found, stdout[-2000:]
+    return float(found[1]), float(found[2])
+
+
 def final_state(run_dir):
     ckpts = sorted((run_dir / "checkpoints").glob("step-*.pt"))
     return torch.load(ckpts[-1], weights_only=False)
@@ -58,7 +65,7 @@ def final_state(run_dir):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_llm_dir, tiny_encoder_dir):
     straight = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "straight")
-    dreamir("train", "--config", str(straight))
+    straight_out = dreamir("train", "--config", str(straight)).stdout
 
     killed = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "killed")
     proc = dreamir("train", "--config", str(killed), env_extra={"DREAMIR_KILL_AT_STEP": "3"}, check=False)
@@ -68,7 +75,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_llm_dir, tiny_enc
     assert not list((run / "checkpoints").glob("*.tmp"))
     again = dreamir("train", "--config", str(killed), check=False)
     assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite silently
-    dreamir("train", "--config", str(killed), "--resume")
+    resumed_out = dreamir("train", "--config", str(killed), "--resume").stdout
+    # the reported loss trend covers the whole run, the steps before the kill included
+    assert loss_trend(resumed_out) == pytest.approx(loss_trend(straight_out), abs=2e-4)
 
     a, b = final_state(tmp_path / "straight"), final_state(run)
     assert a["step"] == b["step"] == 6

@@ -51,7 +51,7 @@ class TrainResult:
     run_dir: Path
     retriever_dir: Path
     steps: int
-    loss_start: float  # mean batch loss over the first quarter of the steps run now
+    loss_start: float  # mean batch loss over the first quarter of the run's steps (resumed ones included)
     loss_end: float  # ... and over the last quarter (different batches: a trend, not a paired test)
     seconds: float
 
@@ -305,6 +305,14 @@ class Trainer:
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, path)
 
+    def _logged_losses(self) -> list[float]:
+        """Losses of the steps already done (up to `self.step`), from log.jsonl; [] on a fresh run."""
+        path = self.run_dir / "log.jsonl"
+        if self.step == 0 or not path.exists():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [row["loss"] for row in sorted(rows, key=lambda row: row["step"]) if row["step"] <= self.step]
+
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False) -> TrainResult:
         tc = self.config.train
@@ -324,7 +332,7 @@ class Trainer:
         kill_at = int(os.environ.get(_KILL_ENV, "0") or 0)
         self.retriever.train()
         start_time = time.perf_counter()
-        losses: list[float] = []
+        losses = self._logged_losses()  # a resumed run's trend covers its steps before the crash too
         bar = tqdm(
             total=tc.max_steps,
             initial=self.step,
