@@ -10,13 +10,13 @@ Default tracks: adapt, scratch and adapt-epoch (configs/compare-<track>.yaml; on
 Each comparison resumes where it stopped (finished objectives are read back, interrupted training
 continues from its checkpoint), so this can be re-run until every track is complete. The JSON is
 {"adapt": {"scifact": {"dream": {"ndcg@10": …, "recall@100": …, "train_s": …}, …}, "nfcorpus": …},
- "scratch": {"scifact": …}} with metrics as fractions; a track or dataset not finished yet is absent.
+ "scratch": {"scifact": …}} with metrics as fractions; a method not finished yet is absent (its track's
+compare-<track>.md lists it), so a long track can be collected while it still runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from _results import write_result
@@ -41,18 +41,16 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(ROOT / "bench/results/compare.json"))
     parser.add_argument(
-        "--collect-only", action="store_true", help="merge what the comparisons finished; train nothing"
+        "--collect-only", action="store_true", help="merge what the comparisons finished; train or evaluate nothing"
     )
     args = parser.parse_args()
     merged: dict = {}
     settings: dict = {}
     for path in args.configs:
         config = load_compare_config(path)
-        if not args.collect_only:
-            run_compare(config)
-        finished = Path(config.out) / "compare.json"
-        if finished.exists():
-            merged.update(json.loads(finished.read_text()))
+        results = run_compare(config, report_only=args.collect_only)
+        if results:
+            merged[config.track] = results
             settings[config.track] = config.model_dump()
             keep_report(Path(config.out), Path(args.out).parent, config.track)
     for track, results in merged.items():

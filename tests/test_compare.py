@@ -70,7 +70,7 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     assert (out / "compare.png").stat().st_size > 1000
 
     # A second call trains nothing: finished objectives are read back.
-    from dreamir import trainer
+    from dreamir import compare, trainer
 
     monkeypatch.setattr(trainer.Trainer, "train", lambda *a, **k: pytest.fail("retrained a finished objective"))
     assert main(["compare", "--config", str(path)]) == 0
@@ -91,6 +91,19 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     assert main(["compare", "--config", str(path)]) == 0
     resampled = json.loads((out / "compare.json").read_text())["adapt"]["tiny"]
     assert all(resampled[m]["scope_id"] != sampled[m]["scope_id"] for m in sampled)
+
+    # --report-only reports what is finished on the current scope and computes nothing.
+    (out / "tiny" / "replug" / "result.json").unlink()
+    monkeypatch.setattr(compare, "evaluate_model", lambda *a, **k: pytest.fail("evaluated in report-only"))
+    assert main(["compare", "--config", str(path), "--report-only"]) == 0
+    reported = json.loads((out / "compare.json").read_text())["adapt"]["tiny"]
+    assert reported == {m: row for m, row in resampled.items() if m != "replug"}
+    assert "Not finished yet: tiny: replug." in (out / "compare.md").read_text()
+    config["datasets"][0]["eval_seed"] = 2  # nothing was measured on this sample
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", "--config", str(path), "--report-only"]) == 0
+    assert "nothing finished yet" in capsys.readouterr().out
+    assert json.loads((out / "compare.json").read_text())["adapt"]["tiny"] == reported  # left as it was
 
 
 def test_run_settings_do_not_leak_into_the_shared_base(tmp_path):

@@ -117,7 +117,9 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
     overrides = dict(parse_override(item) for item in args.set or [])
     config = load_compare_config(args.config, overrides)
-    run_compare(config)
+    if not run_compare(config, report_only=args.report_only):
+        print(f"nothing finished yet in {config.out} on the configured evaluation scope")
+        return
     print(f"comparison: {config.out}/compare.md, compare.json, compare.png")
 
 
@@ -308,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train every objective on the same data and budget; one table + plot")
     p.add_argument("--config", required=True, help="comparison YAML (see configs/compare-*.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. out=runs/cmp2")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train and evaluate nothing: write the report from the methods already finished (safe while it runs)",
+    )
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("index", help="encode a corpus once into a reusable index")

@@ -126,10 +126,14 @@ def training_data(config: CompareConfig, dataset: DatasetConfig) -> Path:
     return path
 
 
-def _write_json_atomic(path: Path, value: dict) -> None:
+def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, value: dict) -> None:
+    _write_atomic(path, json.dumps(value, indent=1))
 
 
 def _scope(data: BeirData) -> dict:
@@ -188,10 +192,9 @@ def train_and_evaluate(config: CompareConfig, dataset: DatasetConfig, objective:
 
 def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> dict:
     path = Path(config.out) / dataset.name / f"{name}.json"
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if _same_scope(cached, data):
-            return cached
+    cached = finished_result(path, data)
+    if cached:
+        return cached
     if name == "bm25":
         evaluated = evaluate_model("bm25", data)
     else:  # the retriever every objective starts from
@@ -206,7 +209,10 @@ def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> 
     return result
 
 
-def run_compare(config: CompareConfig) -> dict:
+def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
+    """Train and evaluate what is not finished, writing the report after every method. With
+    `report_only`, nothing is trained or evaluated: the report shows the methods already finished on
+    the current evaluation scope (e.g. while a long comparison is still running)."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
@@ -216,16 +222,35 @@ def run_compare(config: CompareConfig) -> dict:
             data = sample_corpus(data, dataset.eval_docs, dataset.eval_seed)
         rows = results.setdefault(dataset.name, {})
         for name in config.baselines:
-            rows[name] = baseline(config, dataset, name, data)
+            path = Path(config.out) / dataset.name / f"{name}.json"
+            result = finished_result(path, data) if report_only else baseline(config, dataset, name, data)
+            if result:
+                rows[name] = result
         for objective in config.objectives:
+            if report_only:
+                result = finished_result(Path(config.out) / dataset.name / objective / "result.json", data)
+                if result:
+                    rows[objective] = result
+                continue
             started = time.perf_counter()
             rows[objective] = train_and_evaluate(config, dataset, objective, data)
             print(
                 f"[compare] {dataset.name} {objective}: nDCG@10 {100 * rows[objective]['ndcg@10']:.1f} "
                 f"({time.perf_counter() - started:.0f} s this call)"
             )
+            write_outputs(config, results)
+    results = {name: rows for name, rows in results.items() if rows}
+    if results:
         write_outputs(config, results)
     return results
+
+
+def finished_result(path: Path, data: BeirData) -> dict | None:
+    """A method's stored result if it was measured on `data`'s scope; None if absent or measured on another."""
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    return result if _same_scope(result, data) else None
 
 
 def format_compare_table(results: dict[str, dict[str, dict]]) -> str:
@@ -243,17 +268,32 @@ def format_compare_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def unfinished(config: CompareConfig, results: dict[str, dict[str, dict]]) -> list[str]:
+    """'dataset: method, ...' for each dataset of the config with methods not in `results` yet."""
+    missing = []
+    for dataset in config.datasets:
+        rows = results.get(dataset.name, {})
+        names = [m for m in (*config.baselines, *config.objectives) if m not in rows]
+        if names:
+            missing.append(f"{dataset.name}: {', '.join(names)}")
+    return missing
+
+
 def write_outputs(config: CompareConfig, results: dict[str, dict[str, dict]]) -> None:
     out = Path(config.out)
     _write_json_atomic(out / "compare.json", {config.track: results})
     table = format_compare_table(results)
+    missing = unfinished(config, results)
+    if missing:
+        table += "\n\nNot finished yet: " + "; ".join(missing) + "."
     sampled = [f"{d.name}: {d.eval_docs}-document corpus sample" for d in config.datasets if d.eval_docs]
     scope = f" ({'; '.join(sampled)}; not comparable with full-corpus scores)" if sampled else ""
     settings = yaml.safe_dump(config.model_dump(), sort_keys=False)
-    (out / "compare.md").write_text(
+    _write_atomic(
+        out / "compare.md",
         f"# Objective comparison (track {config.track})\n\n{table}\n\nScores ×100 on each dataset's evaluated "
         f"split{scope}; train s = training seconds.\n\n![comparison](compare.png)\n\n"
-        f"Settings:\n\n```yaml\n{settings}```\n"
+        f"Settings:\n\n```yaml\n{settings}```\n",
     )
     plot_compare(out / "compare.png", results, config.track)
     print(table)
