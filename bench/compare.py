@@ -2,7 +2,7 @@
 merges the results into bench/results/compare.json, with each track's table and chart beside it
 (compare-<track>.md / .png).
 
-    python bench/compare.py [--collect-only] [--configs configs/compare-adapt.yaml ...]
+    python bench/compare.py [--collect-only] [--configs configs/compare-adapt.yaml ...] [--set KEY=VALUE ...]
 
 Default tracks: adapt, scratch and adapt-epoch (configs/compare-<track>.yaml; on 2 CPU cores about
 2.5 h, 1 h and 8 h).
@@ -11,16 +11,20 @@ Each comparison resumes where it stopped (finished objectives are read back, int
 continues from its checkpoint), so this can be re-run until every track is complete. The JSON is
 {"adapt": {"scifact": {"dream": {"ndcg@10": …, "recall@100": …, "train_s": …}, …}, "nfcorpus": …},
  "scratch": {"scifact": …}} with metrics as fractions; a method not finished yet is absent (its track's
-compare-<track>.md lists it), so a long track can be collected while it still runs.
+compare-<track>.md lists it), so a long track can be collected while it still runs. Tracks not named in
+this call keep what compare.json already holds. `--set` overrides a key of every named config, e.g. a
+track run on a GPU: `--set base.device=cuda --set out=runs/compare-adapt-epoch-h100 --set track=…`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from _results import write_result
 from dreamir.compare import format_compare_table, load_compare_config, run_compare
+from dreamir.config import parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,11 +47,15 @@ def main() -> None:
     parser.add_argument(
         "--collect-only", action="store_true", help="merge what the comparisons finished; train or evaluate nothing"
     )
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of every config")
     args = parser.parse_args()
-    merged: dict = {}
-    settings: dict = {}
+    overrides = dict(parse_override(item) for item in args.set or [])
+    previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    previous.pop("machine", None)  # each track's results name their device; this file's machine is the collector's
+    settings: dict = previous.pop("settings", {})
+    merged: dict = previous
     for path in args.configs:
-        config = load_compare_config(path)
+        config = load_compare_config(path, overrides)
         results = run_compare(config, report_only=args.collect_only)
         if results:
             merged[config.track] = results

@@ -40,6 +40,12 @@ VARIANTS = {  # name → settings changed from the comparison's base (dotted key
     # control: each query keeps its candidates but takes another example's target, so the LLM's loss
     # carries no information about which candidate helps; drift here is what noise alone does
     "shuffled-targets": {"control.shuffled_targets": True},
+    # the same two with other seeds (retriever batches, dropout, the control's target cycle is fixed):
+    # how far apart runs land that differ in nothing but the seed
+    "seed1": {"seed": 1},
+    "seed2": {"seed": 2},
+    "shuffled-targets-seed1": {"control.shuffled_targets": True, "seed": 1},
+    "shuffled-targets-seed2": {"control.shuffled_targets": True, "seed": 2},
 }
 BUILD_PREFIX = "build."
 CONTROL_PREFIX = "control."
@@ -61,6 +67,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs/compare-adapt.yaml"))
     parser.add_argument("--work", default=str(ROOT / "runs/dev-study"))
     parser.add_argument("--out", default=str(ROOT / "bench/results/dev_study.json"))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; give each device its own --out")
     args = parser.parse_args()
     adapt = load_compare_config(args.config)
     scifact = next(d for d in adapt.datasets if d.name == "scifact")
@@ -103,6 +110,7 @@ def main() -> None:
         overrides = {
             f"base.{key}": v for key, v in VARIANTS[name].items() if not key.startswith((BUILD_PREFIX, CONTROL_PREFIX))
         }
+        overrides["base.device"] = args.device
         heads = Path(adapt.out) / "scifact" / "dream" / "heads.json"
         if heads.exists():  # the head ranking the comparison selected from these examples (same seed)
             overrides["base.heads.file"] = str(heads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -67,6 +68,8 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     assert rows["bm25"]["ndcg@10"] > 0.5  # queries copy words of their document
     table = (out / "compare.md").read_text()
     assert all(f"| {name} |" in table for name in rows)
+    assert all(row["device"] == f"CPU ({os.cpu_count()} cores)" for row in rows.values())
+    assert f"Measured on — tiny: CPU ({os.cpu_count()} cores)." in table
     assert (out / "compare.png").stat().st_size > 1000
 
     # A second call trains nothing: finished objectives are read back.
@@ -128,7 +131,19 @@ def test_compare_config_errors_name_the_key(tmp_path, tiny_llm_dir, tiny_encoder
     assert "train.lr" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["compare-adapt.yaml", "compare-adapt-epoch.yaml", "compare-scratch.yaml"])
+def test_measured_on_names_methods_only_where_a_dataset_mixes_devices():
+    from dreamir.compare import measured_on_text
+
+    gpu, cpu = {"device": "GPU X"}, {"device": "CPU (2 cores)"}
+    results = {"a": {"dream": cpu, "bm25": cpu}, "b": {"dream": gpu, "replug": gpu, "bm25": cpu, "old": {}}}
+    assert measured_on_text(results) == (
+        "a: CPU (2 cores); b: GPU X (dream, replug), CPU (2 cores) (bm25), device not recorded (old)"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["compare-adapt.yaml", "compare-adapt-epoch.yaml", "compare-scratch.yaml", "compare-scratch-epoch.yaml"]
+)
 def test_shipped_compare_configs_validate_for_every_objective(name, tmp_path):
     from pathlib import Path
 

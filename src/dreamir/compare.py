@@ -149,6 +149,15 @@ def _scores(evaluated, data: BeirData) -> dict:
     return {m: evaluated.metrics[m] for m in REPORTED} | _scope(data)
 
 
+def device_label(device: str) -> str:
+    """Where a result was measured, stored with it: train seconds mean little without it."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({os.cpu_count()} cores)" if device == "cpu" else device
+
+
 def _same_scope(cached: dict, data: BeirData) -> bool:
     return all(cached.get(key) == value for key, value in _scope(data).items())
 
@@ -185,6 +194,7 @@ def train_and_evaluate(config: CompareConfig, dataset: DatasetConfig, objective:
         "examples_seen": trained.steps * run.train.batch_size * run.train.grad_accum,
         "loss_first_quarter": trained.loss_start,
         "loss_last_quarter": trained.loss_end,
+        "device": device_label(run.device),
     }
     _write_json_atomic(result_path, result)
     return result
@@ -196,14 +206,15 @@ def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> 
     if cached:
         return cached
     if name == "bm25":
-        evaluated = evaluate_model("bm25", data)
+        evaluated, device = evaluate_model("bm25", data), "cpu"
     else:  # the retriever every objective starts from
         from dreamir.trainer import build_retriever
 
-        retriever = build_retriever(run_config(config, dataset, config.objectives[0], Path("unused")))
+        run = run_config(config, dataset, config.objectives[0], Path("unused"))
+        retriever = build_retriever(run)
         retriever.eval()
-        evaluated = evaluate_model(retriever, data, name="untrained")
-    result = {**_scores(evaluated, data), "train_s": 0}
+        evaluated, device = evaluate_model(retriever, data, name="untrained"), run.device
+    result = {**_scores(evaluated, data), "train_s": 0, "device": device_label(device)}
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(path, result)
     return result
@@ -268,6 +279,21 @@ def format_compare_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def measured_on_text(results: dict[str, dict[str, dict]]) -> str:
+    """'scifact: CPU (2 cores); nfcorpus: NVIDIA H100 (…), CPU (16 cores) (bm25)': the device of each
+    dataset's rows, naming the methods when a dataset's rows come from more than one."""
+    parts = []
+    for dataset, rows in results.items():
+        by_device: dict[str, list[str]] = {}
+        for method, row in rows.items():
+            by_device.setdefault(row.get("device", "device not recorded"), []).append(method)
+        if len(by_device) == 1:
+            parts.append(f"{dataset}: {next(iter(by_device))}")
+        else:
+            parts.append(f"{dataset}: " + ", ".join(f"{d} ({', '.join(m)})" for d, m in by_device.items()))
+    return "; ".join(parts)
+
+
 def unfinished(config: CompareConfig, results: dict[str, dict[str, dict]]) -> list[str]:
     """'dataset: method, ...' for each dataset of the config with methods not in `results` yet."""
     missing = []
@@ -288,11 +314,12 @@ def write_outputs(config: CompareConfig, results: dict[str, dict[str, dict]]) ->
         table += "\n\nNot finished yet: " + "; ".join(missing) + "."
     sampled = [f"{d.name}: {d.eval_docs}-document corpus sample" for d in config.datasets if d.eval_docs]
     scope = f" ({'; '.join(sampled)}; not comparable with full-corpus scores)" if sampled else ""
+    measured_on = f" Measured on — {where}." if (where := measured_on_text(results)) else ""
     settings = yaml.safe_dump(config.model_dump(), sort_keys=False)
     _write_atomic(
         out / "compare.md",
         f"# Objective comparison (track {config.track})\n\n{table}\n\nScores ×100 on each dataset's evaluated "
-        f"split{scope}; train s = training seconds.\n\n![comparison](compare.png)\n\n"
+        f"split{scope}; train s = training seconds.{measured_on}\n\n![comparison](compare.png)\n\n"
         f"Settings:\n\n```yaml\n{settings}```\n",
     )
     plot_compare(out / "compare.png", results, config.track)
