@@ -3,7 +3,8 @@
 Run folder layout:
     config.yaml        the validated configuration
     heads.json/.png    the head set H used (copied or selected at start)
-    log.jsonl          one line of metrics per optimiser step
+    log.jsonl          one line of metrics per optimiser step (on CUDA also the peak allocated and
+                       the reserved GPU memory in MB)
     checkpoints/       step-NNNNNNN.pt (retriever's trainable weights, optimiser, schedule, RNG)
     retriever/         the exported sentence-transformers model (written at the end)
 
@@ -354,6 +355,11 @@ class Trainer:
                     seconds=seconds,
                     examples_per_s=n_ex / seconds,
                 )
+                if torch.device(self.config.device).type == "cuda":  # a growing peak is a leak, not caching
+                    metrics.update(
+                        cuda_peak_allocated_mb=torch.cuda.max_memory_allocated(self.config.device) / 2**20,
+                        cuda_reserved_mb=torch.cuda.memory_reserved(self.config.device) / 2**20,
+                    )
                 log_file.write(json.dumps(metrics) + "\n")
                 log_file.flush()
                 losses.append(metrics["loss"])
