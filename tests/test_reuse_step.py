@@ -39,7 +39,7 @@ def objective_loss_and_grads(lm, retriever, examples, heads, reuse, mode="bias")
     out = objective(examples, tokenized)
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in retriever.named_parameters() if p.grad is not None}
-    return float(out.loss), grads
+    return float(out.loss.detach()), grads
 
 
 def assert_same_step(lm, retriever, examples, heads):
