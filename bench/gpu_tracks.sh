@@ -2,9 +2,11 @@
 # The comparison runs too slow for a few CPU cores, sized for one CUDA GPU, most important first.
 # Each one resumes where it stopped, so the script can be re-run after an interruption.
 #   bash bench/gpu_tracks.sh [RUNS_DIR]       (default: runs; needs ../shared/assets/beir as the configs say)
-# Then collect a track into bench/results (here for the scratch track; likewise for adapt-epoch):
+# Then collect a track into bench/results (here for the scratch track):
 #   python bench/compare.py --collect-only --configs configs/compare-scratch-epoch.yaml \
 #       --set base.device=cuda --set out=RUNS_DIR/compare-scratch-epoch-gpu
+# For adapt-epoch add e.g. `--set track=adapt-epoch-gpu`: without it the GPU rows replace the
+# config's own track (the CPU run) in compare.json.
 set -uo pipefail
 runs=${1:-runs}
 step() {
