@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from dreamir.files import atomic_write
+
 
 def machine() -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
@@ -17,9 +19,4 @@ def machine() -> str:
 
 
 def write_result(path: str | os.PathLike, result: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"machine": machine(), **result}, indent=1))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps({"machine": machine(), **result}, indent=1))

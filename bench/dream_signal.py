@@ -34,10 +34,10 @@ from dreamir.heads import load_heads
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
 from dreamir.models.kv_store import DocumentKVStore
+from dreamir.models.lm_passes import target_nll
 from dreamir.objectives.base import candidate_scores
-from dreamir.objectives.dream import target_nll
 from dreamir.objectives.replug import ReplugObjective
-from dreamir.trainer import _limits, build_retriever
+from dreamir.trainer import build_retriever
 
 ROOT = Path(__file__).resolve().parents[1]
 FOCUS = 0.999  # weight on the chosen candidate; the rest share 0.001 (a true one-hot is log 0 = −inf)
@@ -104,7 +104,7 @@ def main() -> None:
     lm = FrozenLM.load(config.llm.name, config.device, config.dtype)
     retriever = build_retriever(config)
     retriever.eval()
-    tokenized = tokenize_examples(examples, lm.tokenize, _limits(config))
+    tokenized = tokenize_examples(examples, lm.tokenize, config.data.limits)
     ranking_size = lm.num_layers * lm.num_heads
     head_sets = {c: load_heads(heads_path, ranking_size if c == "all" else int(c)) for c in args.head_counts}
     n_max = max(len(ex.candidates) for ex in examples)

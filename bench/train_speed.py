@@ -23,12 +23,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from _results import write_result
-from dreamir.data.training import Example, TokenLimits, tokenize_examples
+from dreamir.data.training import Example, tokenize_examples
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.kv_store import DocumentKVStore
+from dreamir.models.lm_passes import document_cache
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import candidate_scores
-from dreamir.objectives.dream import DreamObjective, DreamSettings, document_cache
+from dreamir.objectives.dream import DreamConfig, DreamObjective
+from dreamir.settings import TokenLimits
 from dreamir.testing import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,9 +102,9 @@ def main() -> None:
     tokenized = tokenize_examples(examples, lm.tokenize, limits)
     store = DocumentKVStore(64 * 2**30)
     objectives = {
-        "reference": DreamObjective(lm, retriever, DreamSettings(heads=heads, reuse_documents=False)),
-        "reuse": DreamObjective(lm, retriever, DreamSettings(heads=heads, reuse_documents=True)),
-        "cached": DreamObjective(lm, retriever, DreamSettings(heads=heads), document_store=store),
+        "reference": DreamObjective(lm, retriever, DreamConfig(reference_step=True), heads),
+        "reuse": DreamObjective(lm, retriever, DreamConfig(), heads),
+        "cached": DreamObjective(lm, retriever, DreamConfig(), heads, document_store=store),
     }
     configs = list(objectives)
     optimizer = torch.optim.AdamW(retriever.parameters(), lr=1e-6)

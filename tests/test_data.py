@@ -5,8 +5,9 @@ import json
 import pytest
 
 from dreamir.data.jsonl import DataError
-from dreamir.data.text import BuildSettings, build_self_supervised, chunk_text
-from dreamir.data.training import DataStats, TokenLimits, load_examples, tokenize_examples
+from dreamir.data.text import BuildConfig, build_self_supervised, chunk_text
+from dreamir.data.training import DataStats, load_examples, tokenize_examples
+from dreamir.settings import TokenLimits
 
 
 def write_lines(path, lines):
@@ -105,7 +106,7 @@ def test_chunking_respects_sentences_and_cuts_huge_ones():
 def test_self_supervised_examples_never_contain_their_own_chunk():
     words = ["protein", "cell", "gene", "tumor", "blood", "heart", "brain", "acid", "mouse", "human"]
     texts = [" ".join(words[(i + j) % 10] + f"{i}" for j in range(30)) + "." for i in range(12)]
-    settings = BuildSettings(num_candidates=3, chunk_words=30, min_words=10, seed=1)
+    settings = BuildConfig(candidates=3, chunk_words=30, min_words=10, seed=1)
     first = build_self_supervised(texts, settings, show_progress=False)
     again = build_self_supervised(texts, settings, show_progress=False)
     assert [(e.query, e.candidates) for e in first] == [(e.query, e.candidates) for e in again]
@@ -128,7 +129,7 @@ def test_built_examples_keep_document_ids_through_a_file(tmp_path):
     )
     documents = read_corpus(corpus)
     assert list(documents) == [f"doc{d}" for d in range(6)]
-    built = build_self_supervised(documents, BuildSettings(num_candidates=2, chunk_words=8, min_words=4))
+    built = build_self_supervised(documents, BuildConfig(candidates=2, chunk_words=8, min_words=4))
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in examples_to_rows(built)))
     loaded = load_examples(path)
@@ -147,7 +148,7 @@ def test_corpus_ids_must_be_unique(tmp_path):
 
 def test_too_little_text_is_a_clear_error():
     with pytest.raises(ValueError, match="need at least"):
-        build_self_supervised(["short text only"], BuildSettings(min_words=1), show_progress=False)
+        build_self_supervised(["short text only"], BuildConfig(min_words=1), show_progress=False)
 
 
 def test_build_data_from_qa_pairs(tmp_path, capsys):

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from dreamir.data.training import Example, TokenLimits, tokenize_examples
+from dreamir.data.training import Example, tokenize_examples
 from dreamir.heads import detection_examples_from_texts, load_heads, score_heads
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
 from dreamir.models.layout import pack_batch
-from dreamir.objectives.dream import target_nll
+from dreamir.models.lm_passes import target_nll
+from dreamir.settings import TokenLimits
 from dreamir.testing import WORDS, tiny_causal_lm
 
 

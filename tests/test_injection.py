@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from dreamir.models.frozen_lm import FrozenLM, UnsupportedModelError
 from dreamir.models.injection import SELF_SHARE, HeadInjection
 from dreamir.models.layout import TokenizedExample, pack_batch
-from dreamir.objectives.dream import target_nll
+from dreamir.models.lm_passes import target_nll
 from dreamir.testing import tiny_causal_lm
 
 from .conftest import ARCHS

@@ -23,19 +23,19 @@ def smollm2():
 
 @pytest.fixture(scope="module")
 def slice_examples():
-    from dreamir.data.text import BuildSettings, build_self_supervised, read_corpus
+    from dreamir.data.text import BuildConfig, build_self_supervised, read_corpus
 
     folder = require_beir("scifact")
     texts = list(read_corpus(folder / "corpus.jsonl").values())[:200]
     return build_self_supervised(
-        texts, BuildSettings(num_candidates=4, chunk_words=40, max_examples=8, seed=0), show_progress=False
+        texts, BuildConfig(candidates=4, chunk_words=40, max_examples=8, seed=0), show_progress=False
     )
 
 
 def test_smollm2_is_a_real_language_model(smollm2):
     """Guards against random or mis-loaded weights: plain English must be predictable."""
     from dreamir.models.layout import TokenizedExample, pack_batch
-    from dreamir.objectives.dream import target_nll
+    from dreamir.models.lm_passes import target_nll
 
     ids = smollm2.tokenize("The capital of France is Paris. The capital of Germany is Berlin.")
     ex = TokenizedExample(query=ids[:6], target=ids[6:], docs=[])
@@ -48,7 +48,8 @@ def test_smollm2_is_a_real_language_model(smollm2):
 def test_thirty_dream_steps_lower_the_loss_and_change_the_retriever(smollm2, slice_examples, tmp_path):
     require_alias("all-minilm-l6-v2")
     from dreamir.config import load_config
-    from dreamir.data.training import TokenLimits, tokenize_examples
+    from dreamir.data.training import tokenize_examples
+    from dreamir.settings import TokenLimits
     from dreamir.trainer import Trainer
 
     config = load_config(
@@ -68,7 +69,7 @@ def test_thirty_dream_steps_lower_the_loss_and_change_the_retriever(smollm2, sli
         },
     )
     trainer = Trainer(config, lm=smollm2, examples=slice_examples, show_progress=False)
-    tokenized = tokenize_examples(slice_examples, smollm2.tokenize, TokenLimits(32, 32, 48))
+    tokenized = tokenize_examples(slice_examples, smollm2.tokenize, TokenLimits(query=32, target=32, doc=48))
 
     def slice_loss() -> float:
         trainer.retriever.eval()
@@ -110,12 +111,13 @@ def test_lora_decoder_retriever_from_gguf_exports_and_reloads(tmp_path):
     from sentence_transformers import SentenceTransformer
 
     from dreamir.models.frozen_lm import plain_model_source
-    from dreamir.models.retriever import LoraSettings, Retriever
+    from dreamir.models.retriever import Retriever
+    from dreamir.settings import LoraConfig
 
     plain = plain_model_source("smollm2-135m-instruct")
     config = json.loads((Path(plain.name_or_path) / "config.json").read_text())
     assert "quantization_config" not in config
-    lora = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    lora = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
     retriever = Retriever.load("smollm2-135m-instruct", pooling="lasttoken", max_length=64, lora=lora)
     with torch.no_grad():  # make the adapter non-zero so the merge is actually exercised
         for name, param in retriever.st.named_parameters():

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dreamir.data.training import Example, TokenLimits, tokenize_examples
+from dreamir.data.training import Example, tokenize_examples
 from dreamir.models.injection import InBatchAttention
 from dreamir.objectives.base import candidate_scores
+from dreamir.settings import TokenLimits
 
 from .test_injection import make_lm
 
@@ -31,7 +32,7 @@ def retriever(tiny_encoder_dir):
 
 
 def tokenized(lm):
-    return tokenize_examples(EXAMPLES, lm.tokenize, TokenLimits(32, 32, 48))
+    return tokenize_examples(EXAMPLES, lm.tokenize, TokenLimits(query=32, target=32, doc=48))
 
 
 def plain_target_nll(lm, prefix: list[int], target: list[int]) -> float:
@@ -44,11 +45,11 @@ def plain_target_nll(lm, prefix: list[int], target: list[int]) -> float:
 
 
 def test_replug_lm_scores_and_loss_match_a_hand_computation(retriever):
-    from dreamir.objectives.replug import ReplugObjective, ReplugSettings
+    from dreamir.objectives.replug import ReplugConfig, ReplugObjective
 
     lm = make_lm("llama")
     toks = tokenized(lm)
-    objective = ReplugObjective(lm, retriever, ReplugSettings(lm_temperature=0.1, retriever_temperature=0.1))
+    objective = ReplugObjective(lm, retriever, ReplugConfig(lm_temperature=0.1, retriever_temperature=0.1))
     nll = objective.candidate_nll(toks)
     sink = [lm.sink_token_id]
     for ex, values in zip(toks, nll, strict=True):
@@ -70,13 +71,13 @@ def test_replug_lm_scores_and_loss_match_a_hand_computation(retriever):
 
 
 def test_replug_computes_lm_scores_once_per_example(retriever, monkeypatch):
-    from dreamir.objectives import replug
+    from dreamir.models import lm_passes
     from dreamir.objectives.replug import ReplugObjective
 
     lm = make_lm("qwen2")
     calls = []
-    original = replug.target_nll
-    monkeypatch.setattr(replug, "target_nll", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = lm_passes.target_nll
+    monkeypatch.setattr(lm_passes, "target_nll", lambda *a, **k: calls.append(1) or original(*a, **k))
     objective = ReplugObjective(lm, retriever)
     first = objective.candidate_nll(tokenized(lm))
     runs = len(calls)
@@ -114,7 +115,7 @@ def _hand_infonce(retriever, examples, positives, negatives) -> float:
 
 
 def test_infonce_never_uses_the_querys_own_document_or_its_positive_as_a_negative(retriever):
-    from dreamir.objectives.infonce import InfoNCEObjective, InfoNCESettings
+    from dreamir.objectives.infonce import InfoNCEConfig, InfoNCEObjective
 
     examples = [
         Example(
@@ -150,7 +151,7 @@ def test_infonce_never_uses_the_querys_own_document_or_its_positive_as_a_negativ
     ]
     out = InfoNCEObjective(retriever)(examples)
     assert float(out.loss.detach()) == pytest.approx(_hand_infonce(retriever, examples, positives, negatives), rel=1e-5)
-    literal = InfoNCEObjective(retriever, InfoNCESettings(same_document_negatives=True))(examples)
+    literal = InfoNCEObjective(retriever, InfoNCEConfig(same_document_negatives=True))(examples)
     negatives_literal = [
         ["same doc more", "the heart", "blood cells", "bleeding gums", "the heart pumps"],
         ["vitamin c scurvy", "gene study", "vitamin c deficiency", "the heart pumps"],
@@ -185,7 +186,7 @@ def test_inbatch_term_matches_a_hand_computation():
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3_text"])
 def test_revela_with_zero_weights_is_the_plain_lm(arch):
-    from dreamir.objectives.dream import target_nll
+    from dreamir.models.lm_passes import target_nll
     from dreamir.objectives.revela import own_context_layout
 
     lm = make_lm(arch)
@@ -200,14 +201,14 @@ def test_revela_with_zero_weights_is_the_plain_lm(arch):
 
 
 def test_revela_trains_the_retriever_and_optionally_lm_lora(retriever):
-    from dreamir.objectives.revela import RevelaObjective, RevelaSettings
+    from dreamir.objectives.revela import RevelaConfig, RevelaObjective
 
     lm = make_lm("llama")
     toks = tokenized(lm)
     losses = {}
     for train_lm in (False, True):
         retriever.zero_grad(set_to_none=True)
-        objective = RevelaObjective(lm, retriever, RevelaSettings(temperature=0.1, train_lm=train_lm))
+        objective = RevelaObjective(lm, retriever, RevelaConfig(temperature=0.1, train_lm=train_lm))
         out = objective(EXAMPLES, toks)
         out.loss.backward()
         losses[train_lm] = float(out.loss.detach())

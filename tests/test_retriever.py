@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamir.models.retriever import LoraSettings, Retriever
+from dreamir.models.retriever import Retriever
+from dreamir.settings import LoraConfig
 
 TEXTS = ["what causes scurvy", "vitamin c deficiency causes scurvy in patients", "the heart"]
 
@@ -58,7 +59,7 @@ def test_instruct_decoder_embeds_plain_text_not_a_chat(tiny_llm_dir, tmp_path):
 
 def test_lora_trains_only_adapters_and_export_merges(tiny_encoder_dir, tmp_path):
     retriever = Retriever.load(
-        str(tiny_encoder_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["query", "value"])
+        str(tiny_encoder_dir), lora=LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["query", "value"])
     )
     trainable = [n for n, p in retriever.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)

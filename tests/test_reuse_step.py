@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamir.data.training import Example, TokenLimits, tokenize_examples
-from dreamir.objectives.dream import DreamObjective, DreamSettings, target_nll
+from dreamir.data.training import Example, tokenize_examples
+from dreamir.models.lm_passes import target_nll
+from dreamir.objectives.dream import DreamConfig, DreamObjective
+from dreamir.settings import TokenLimits
 
 from .conftest import ARCHS, require_alias
 from .test_injection import SOME_HEADS, doc_mask, injection, make_lm, packed
@@ -32,10 +34,10 @@ def test_reuse_step_matches_reference_loss_and_gradient(arch, mode):
 
 def objective_loss_and_grads(lm, retriever, examples, heads, reuse, mode="bias"):
     objective = DreamObjective(
-        lm, retriever, DreamSettings(heads=heads, temperature=0.05, mode=mode, reuse_documents=reuse)
+        lm, retriever, DreamConfig(temperature=0.05, mode=mode, reference_step=not reuse), heads
     )
     retriever.zero_grad(set_to_none=True)
-    tokenized = tokenize_examples(examples, lm.tokenize, TokenLimits(32, 32, 48))
+    tokenized = tokenize_examples(examples, lm.tokenize, TokenLimits(query=32, target=32, doc=48))
     out = objective(examples, tokenized)
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in retriever.named_parameters() if p.grad is not None}

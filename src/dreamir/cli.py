@@ -9,12 +9,13 @@ import sys
 
 from dreamir.config import ConfigError, load_config, parse_override
 from dreamir.data.jsonl import DataError
+from dreamir.objectives import OBJECTIVES
 
 
 def _cmd_build_data(args: argparse.Namespace) -> None:
     from dreamir.data.jsonl import write_jsonl_atomic
     from dreamir.data.text import (
-        BuildSettings,
+        BuildConfig,
         build_from_qa,
         build_self_supervised,
         examples_to_rows,
@@ -26,8 +27,8 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
 
     stats = DataStats()
     documents = read_corpus(resolve_corpus_path(args.corpus), stats)
-    settings = BuildSettings(
-        num_candidates=args.candidates,
+    settings = BuildConfig(
+        candidates=args.candidates,
         chunk_words=args.chunk_words,
         max_examples=args.max_examples,
         seed=args.seed,
@@ -42,9 +43,10 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
 
 def _cmd_heads(args: argparse.Namespace) -> None:
     from dreamir.data.text import read_corpus, resolve_corpus_path
-    from dreamir.data.training import TokenLimits, load_examples
+    from dreamir.data.training import load_examples
     from dreamir.heads import detection_examples_from_texts, examples_from_qrels, score_heads
     from dreamir.models.frozen_lm import FrozenLM
+    from dreamir.settings import TokenLimits
 
     lm = FrozenLM.load(args.llm, device=args.device, dtype=args.dtype)
     if args.beir:
@@ -267,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep up to this many MB of document keys/values across epochs (DREAM reuse step; 0 = off)",
     )
     p.add_argument("--document-cache-dir", help="keep the document cache in this folder instead of memory")
-    p.add_argument("--objective", help="dream (default), replug, revela or infonce")
+    p.add_argument("--objective", help=f"one of {', '.join(OBJECTIVES)} (default dream)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="write a run's retriever as a sentence-transformers folder")

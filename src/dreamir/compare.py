@@ -27,21 +27,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from dreamir.config import ConfigError, Objective, RunConfig, StrictConfig, format_config_errors, set_dotted
+from dreamir.config import ConfigError, ObjectiveName, RunConfig, StrictConfig, format_config_errors, set_dotted
 from dreamir.data.beir import BeirData, load_beir, sample_corpus
 from dreamir.data.jsonl import write_jsonl_atomic
-from dreamir.data.text import BuildSettings, build_self_supervised, examples_to_rows, read_corpus
+from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows, read_corpus
 from dreamir.data.training import DataStats
 from dreamir.eval.evaluate import evaluate_model
+from dreamir.files import atomic_write
+from dreamir.objectives import OBJECTIVES
 
 REPORTED = ("ndcg@10", "recall@100", "mrr@10")
-
-
-class BuildConfig(StrictConfig):
-    candidates: int = Field(8, gt=0)
-    chunk_words: int = Field(96, gt=0)
-    max_examples: int | None = Field(None, gt=0)
-    seed: int = 0
 
 
 class DatasetConfig(StrictConfig):
@@ -60,12 +55,12 @@ class CompareConfig(StrictConfig):
     out: str = "runs/compare"
     track: str = "adapt"
     datasets: list[DatasetConfig]
-    objectives: list[Objective] = Field(default_factory=lambda: ["dream", "replug", "revela", "infonce"])
+    objectives: list[ObjectiveName] = Field(default_factory=lambda: list(OBJECTIVES))
     baselines: list[Literal["untrained", "bm25"]] = Field(default_factory=lambda: ["untrained", "bm25"])
     base: dict[str, Any] = Field(
         default_factory=dict
     )  # RunConfig settings (nested, as in a train config) shared by every objective
-    per_objective: dict[Objective, dict[str, Any]] = Field(default_factory=dict)  # settings for one objective only
+    per_objective: dict[ObjectiveName, dict[str, Any]] = Field(default_factory=dict)  # settings for one objective only
 
 
 def load_compare_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> CompareConfig:
@@ -116,24 +111,14 @@ def training_data(config: CompareConfig, dataset: DatasetConfig) -> Path:
         return path
     stats = DataStats()
     corpus = Path(dataset.beir) / "corpus.jsonl"  # corpus text only: queries and qrels are not read
-    b = dataset.build
-    settings = BuildSettings(
-        num_candidates=b.candidates, chunk_words=b.chunk_words, max_examples=b.max_examples, seed=b.seed
-    )
-    examples = build_self_supervised(read_corpus(corpus, stats), settings, stats)
+    examples = build_self_supervised(read_corpus(corpus, stats), dataset.build, stats)
     n = write_jsonl_atomic(path, examples_to_rows(examples))
     print(f"[compare] {dataset.name}: built {n} training examples from its corpus ({stats.summary()})")
     return path
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_json_atomic(path: Path, value: dict) -> None:
-    _write_atomic(path, json.dumps(value, indent=1))
+    atomic_write(path, json.dumps(value, indent=1))
 
 
 def _scope(data: BeirData) -> dict:
@@ -316,7 +301,7 @@ def write_outputs(config: CompareConfig, results: dict[str, dict[str, dict]]) ->
     scope = f" ({'; '.join(sampled)}; not comparable with full-corpus scores)" if sampled else ""
     measured_on = f" Measured on — {where}." if (where := measured_on_text(results)) else ""
     settings = yaml.safe_dump(config.model_dump(), sort_keys=False)
-    _write_atomic(
+    atomic_write(
         out / "compare.md",
         f"# Objective comparison (track {config.track})\n\n{table}\n\nScores ×100 on each dataset's evaluated "
         f"split{scope}; train s = training seconds.{measured_on}\n\n![comparison](compare.png)\n\n"

@@ -1,34 +1,27 @@
 """Training configuration: a YAML file and/or flags, validated by pydantic.
 
 Unknown keys and wrong types are errors that name the key (e.g. "train.lr: Input should be a
-valid number"). Every METHOD decision is a field here, with METHOD's default.
+valid number"). Every METHOD decision is a field, with METHOD's default: the run's own settings
+here, each objective's in its own file (its `Config`, the `<name>:` section).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, create_model, model_validator
 
+from dreamir.objectives import OBJECTIVES, get_objective
+from dreamir.settings import LoraConfig, StrictConfig, TokenLimits
 
-class StrictConfig(BaseModel):
-    """A config section that rejects unknown keys, so a typo fails loudly instead of being ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+__all__ = ["ConfigError", "LoraConfig", "RunConfig", "StrictConfig", "TokenLimits", "load_config"]
 
 
 class LLMConfig(StrictConfig):
     name: str = "smollm2-135m-instruct"
-
-
-class LoraConfig(StrictConfig):
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | str = "all-linear"
 
 
 class RetrieverConfig(StrictConfig):
@@ -40,16 +33,10 @@ class RetrieverConfig(StrictConfig):
     lora: LoraConfig | None = None
 
 
-class TokenLimitsConfig(StrictConfig):
-    query: int = Field(64, gt=0)
-    target: int = Field(64, gt=0)
-    doc: int = Field(128, gt=0)
-
-
 class DataConfig(StrictConfig):
     train: str | None = None
     max_examples: int | None = Field(None, gt=0)
-    limits: TokenLimitsConfig = TokenLimitsConfig()
+    limits: TokenLimits = TokenLimits()
 
 
 class HeadsConfig(StrictConfig):
@@ -59,48 +46,16 @@ class HeadsConfig(StrictConfig):
     detection_examples: int = Field(32, gt=0)
 
 
-class DreamConfig(StrictConfig):
-    temperature: float = Field(0.05, gt=0)
-    mode: Literal["bias", "reweight"] = "bias"
-    layout: Literal["separate", "concat"] = "separate"
-    # The full-graph step (graph over document rows too); the default reuses document keys/values.
-    reference_step: bool = False
-    # Cross-epoch cache of document keys/values (reuse step only). 0 = off. Held in memory, or in
-    # `document_cache_dir` when set; nothing new is stored once the limit is reached.
-    document_cache_mb: int = Field(0, ge=0)
-    document_cache_dir: str | None = None
-
-    @model_validator(mode="after")
-    def _cache_needs_reuse(self) -> DreamConfig:
-        if self.document_cache_mb and self.reference_step:
-            raise ValueError("document_cache_mb needs the reuse step; it cannot be combined with reference_step")
-        return self
+def _known_objective(name: str) -> str:
+    get_objective(name)
+    return name
 
 
-class ReplugConfig(StrictConfig):
-    lm_temperature: float = Field(0.1, gt=0)
-    retriever_temperature: float = Field(0.1, gt=0)
-    lm_score: Literal["mean", "sum"] = "mean"  # ℓ per target token (mean) or in total (sum)
-
-
-class RevelaConfig(StrictConfig):
-    temperature: float = Field(1e-4, gt=0)
-    train_lm: bool = False  # train LoRA adapters in the LM too (the paper's setting)
-    value_norm: bool = True  # divide each document's in-batch output by its attention-weighted value norm
-    lm_lora: LoraConfig = LoraConfig()
-
-
-class InfoNCEConfig(StrictConfig):
-    temperature: float = Field(0.05, gt=0)
-    # True: chunks of the query's own document count as negatives too (METHOD §2 read literally).
-    same_document_negatives: bool = False
-
-
-Objective = Literal["dream", "replug", "revela", "infonce"]
+ObjectiveName = Annotated[str, AfterValidator(_known_objective)]  # a name in dreamir.objectives.OBJECTIVES
 
 
 class TrainConfig(StrictConfig):
-    objective: Objective = "dream"
+    objective: ObjectiveName = "dream"
     batch_size: int = Field(4, gt=0)
     grad_accum: int = Field(1, gt=0)
     lr: float = Field(2e-5, gt=0)
@@ -113,7 +68,10 @@ class TrainConfig(StrictConfig):
     keep_checkpoints: int = Field(2, gt=0)
 
 
-class RunConfig(StrictConfig):
+
+class RunSettings(StrictConfig):
+    """The run's own settings; `RunConfig` adds one section per registered objective."""
+
     run_dir: str = "runs/dream"
     seed: int = 0
     device: str = "cpu"
@@ -122,17 +80,29 @@ class RunConfig(StrictConfig):
     retriever: RetrieverConfig = RetrieverConfig()
     data: DataConfig = DataConfig()
     heads: HeadsConfig = HeadsConfig()
-    dream: DreamConfig = DreamConfig()
-    replug: ReplugConfig = ReplugConfig()
-    revela: RevelaConfig = RevelaConfig()
-    infonce: InfoNCEConfig = InfoNCEConfig()
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
-    def _device_known(self) -> RunConfig:
+    def _device_known(self) -> RunSettings:
         if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
             raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'mps', got '{self.device}'")
         return self
+
+    def objective_config(self) -> StrictConfig:
+        """The section of the objective this run trains with."""
+        return getattr(self, self.train.objective)
+
+
+if TYPE_CHECKING:
+    RunConfig = RunSettings
+else:
+    # One section per registered objective (`dream:`, `replug:`, ...), each the objective's own Config.
+    RunConfig = create_model(
+        "RunConfig",
+        __base__=RunSettings,
+        __module__=__name__,
+        **{name: (cls.Config, Field(default_factory=cls.Config)) for name, cls in OBJECTIVES.items()},
+    )
 
 
 class ConfigError(ValueError):

@@ -27,11 +27,13 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamir.data.text import split_words
-from dreamir.data.training import Example, TokenLimits, tokenize_examples
+from dreamir.data.training import Example, tokenize_examples
+from dreamir.files import atomic_write
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
 from dreamir.models.layout import Layout
-from dreamir.objectives.dream import target_nll
+from dreamir.models.lm_passes import target_nll
+from dreamir.settings import TokenLimits
 
 HeadScoring = Literal["gradient", "attention"]
 
@@ -64,9 +66,7 @@ class HeadRanking:
     def save(self, path: str | os.PathLike, k: int) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(k), indent=1))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.to_json(k), indent=1))
         self.plot(path.with_suffix(".png"), k)
         return path
 

@@ -20,7 +20,7 @@ from dreamir.assets import ALIASES, alias_available, bundled_data
 from dreamir.config import load_config
 from dreamir.data.beir import load_beir
 from dreamir.data.jsonl import write_jsonl_atomic
-from dreamir.data.text import BuildSettings, build_self_supervised, examples_to_rows, read_corpus
+from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows, read_corpus
 from dreamir.data.training import load_examples
 from dreamir.eval.evaluate import evaluate_model, format_table, write_report
 from dreamir.models.frozen_lm import FrozenLM
@@ -62,7 +62,7 @@ def run_quickstart(run_dir: str = "runs/quickstart", device: str = "cpu", steps:
     if not train_path.exists():
         documents = read_corpus(sample / "corpus.jsonl")
         examples = build_self_supervised(
-            documents, BuildSettings(num_candidates=4, chunk_words=64, seed=config.seed), show_progress=False
+            documents, BuildConfig(candidates=4, chunk_words=64, seed=config.seed), show_progress=False
         )
         n = write_jsonl_atomic(train_path, examples_to_rows(examples))
         print(f"[dreamir] built {n} self-supervised examples from {len(documents)} unlabelled abstracts → {train_path}")

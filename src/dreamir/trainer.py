@@ -29,18 +29,13 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamir.config import RunConfig, dump_config
-from dreamir.data.training import DataStats, Example, TokenLimits, load_examples, tokenize_examples
+from dreamir.data.training import DataStats, Example, load_examples, tokenize_examples
 from dreamir.distributed import init_from_env
-from dreamir.heads import detection_examples_from_texts, load_heads, score_heads
+from dreamir.files import atomic_open, atomic_write
 from dreamir.models.frozen_lm import FrozenLM, parse_dtype
-from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.layout import TokenizedExample
-from dreamir.models.retriever import LoraSettings, Retriever
-from dreamir.objectives.base import Objective
-from dreamir.objectives.dream import DreamObjective, DreamSettings
-from dreamir.objectives.infonce import InfoNCEObjective, InfoNCESettings
-from dreamir.objectives.replug import ReplugObjective, ReplugSettings
-from dreamir.objectives.revela import RevelaObjective, RevelaSettings
+from dreamir.models.retriever import Retriever
+from dreamir.objectives import ObjectiveContext, get_objective
 
 log = logging.getLogger(__name__)
 
@@ -65,96 +60,15 @@ def seed_everything(seed: int) -> None:
 
 def build_retriever(config: RunConfig) -> Retriever:
     rc = config.retriever
-    lora = LoraSettings(**rc.lora.model_dump()) if rc.lora else None
     return Retriever.load(
         rc.name,
         pooling=rc.pooling,
         query_prefix=rc.query_prefix,
         doc_prefix=rc.doc_prefix,
         max_length=rc.max_length,
-        lora=lora,
+        lora=rc.lora,
         device=config.device,
         dtype=parse_dtype(config.dtype),
-    )
-
-
-def _limits(config: RunConfig) -> TokenLimits:
-    return TokenLimits(**config.data.limits.model_dump())
-
-
-def head_count(config: RunConfig, lm: FrozenLM) -> int:
-    return lm.num_layers * lm.num_heads if config.heads.count == "all" else int(config.heads.count)
-
-
-def resolve_heads(config: RunConfig, lm: FrozenLM, examples: list[Example], run_dir: Path) -> list[tuple[int, int]]:
-    """H from the configured heads file, or selected now from the training texts (label-free)."""
-    target = run_dir / "heads.json"
-    count = head_count(config, lm)
-    if config.heads.file:
-        heads = load_heads(config.heads.file, count)
-        src = Path(config.heads.file)
-        if src.resolve() != target.resolve():
-            shutil.copyfile(src, target)
-            if src.with_suffix(".png").exists():
-                shutil.copyfile(src.with_suffix(".png"), target.with_suffix(".png"))
-        return heads
-    if target.exists():  # selected by an earlier (interrupted) attempt of this run
-        return load_heads(target, count)
-    texts = [f"{ex.query} {ex.target}" for ex in examples]
-    # Span sizes follow the data: q, y and the helpful passage each about a third of a typical text.
-    typical = sorted(len(t.split()) for t in texts)[len(texts) // 2]
-    words = max(4, min(32, typical // 3))
-    detection = detection_examples_from_texts(
-        texts,
-        config.heads.detection_examples,
-        num_candidates=min(8, len(texts)),
-        query_words=words,
-        target_words=words,
-        passage_words=2 * words,
-        seed=config.seed,
-    )
-    ranking = score_heads(lm, detection, config.heads.scoring, _limits(config), config.dream.layout)
-    ranking.save(target, count)
-    return ranking.top(count)
-
-
-def document_store(config: RunConfig) -> DocumentKVStore | None:
-    dc = config.dream
-    if not dc.document_cache_mb:
-        return None
-    # One folder per rank: processes never write the same entry (each sees its own shard anyway).
-    directory = Path(dc.document_cache_dir) / f"rank{os.environ.get('RANK', '0')}" if dc.document_cache_dir else None
-    return DocumentKVStore(dc.document_cache_mb * 2**20, directory)
-
-
-def build_objective(
-    config: RunConfig, lm: FrozenLM | None, retriever: Retriever, heads: list[tuple[int, int]]
-) -> Objective:
-    """The configured objective; all share the trainer, data and retriever (METHOD §2)."""
-    name = config.train.objective
-    if name == "infonce":
-        return InfoNCEObjective(retriever, InfoNCESettings(**config.infonce.model_dump()))
-    assert lm is not None, f"{name} needs the frozen LLM"
-    if name == "replug":
-        return ReplugObjective(lm, retriever, ReplugSettings(**config.replug.model_dump()))
-    if name == "revela":
-        rc = config.revela
-        lora = LoraSettings(**rc.lm_lora.model_dump())
-        settings = RevelaSettings(
-            temperature=rc.temperature, train_lm=rc.train_lm, lm_lora=lora, value_norm=rc.value_norm
-        )
-        return RevelaObjective(lm, retriever, settings)
-    return DreamObjective(
-        lm,
-        retriever,
-        DreamSettings(
-            heads=heads,
-            temperature=config.dream.temperature,
-            mode=config.dream.mode,
-            layout=config.dream.layout,
-            reuse_documents=not config.dream.reference_step,
-        ),
-        document_store=document_store(config),
     )
 
 
@@ -185,12 +99,12 @@ class Trainer:
         if not examples:
             raise ValueError(f"no usable training examples ({self.stats.summary()})")
         self.examples = examples
-        objective = config.train.objective
+        objective_class = get_objective(config.train.objective)
         self.lm = lm
-        if self.lm is None and objective != "infonce":  # InfoNCE never runs the LLM
+        if self.lm is None and objective_class.needs_llm:
             self.lm = FrozenLM.load(config.llm.name, device=config.device, dtype=config.dtype)
         self.tokenized: list[TokenizedExample | None] = (
-            list(tokenize_examples(examples, self.lm.tokenize, _limits(config), self.stats))
+            list(tokenize_examples(examples, self.lm.tokenize, config.data.limits, self.stats))
             if self.lm is not None
             else [None] * len(examples)
         )
@@ -198,17 +112,8 @@ class Trainer:
         if self.group.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-        heads: list[tuple[int, int]] = []
-        if objective == "dream":
-            assert self.lm is not None
-            if self.group.is_main:
-                heads = resolve_heads(config, self.lm, examples, self.run_dir)
-            self.group.barrier()
-            if not self.group.is_main:
-                # The given heads file, or the set rank 0 just selected (needs run_dir on a shared filesystem).
-                heads_file = config.heads.file or str(self.run_dir / "heads.json")
-                heads = load_heads(heads_file, head_count(config, self.lm))
-        self.objective = build_objective(config, self.lm, self.retriever, heads)
+        context = ObjectiveContext(config, self.retriever, self.lm, examples, self.run_dir, self.group)
+        self.objective = objective_class.build(context)
         self.extra_params = self.objective.extra_parameters()
         self.optimizer = torch.optim.AdamW(
             self._trainable(), lr=config.train.lr, weight_decay=config.train.weight_decay
@@ -265,9 +170,8 @@ class Trainer:
             "config": self.config.model_dump(),
         }
         path = self._checkpoint_path(self.step)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a reader sees the old set of files or the new one
+        with atomic_open(path, "wb") as handle:  # a reader sees the old set of files or the new one
+            torch.save(state, handle)
         for old in sorted(self.run_dir.glob("checkpoints/step-*.pt"))[: -self.config.train.keep_checkpoints]:
             old.unlink()
         return path
@@ -302,9 +206,7 @@ class Trainer:
         if not path.exists():
             return
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = path.with_name("log.jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        atomic_write(path, "".join(line + "\n" for line in kept))
 
     def _logged_losses(self) -> list[float]:
         """Losses of the steps already done (up to `self.step`), from log.jsonl; [] on a fresh run."""
@@ -370,9 +272,9 @@ class Trainer:
                 if kill_at and self.step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
-        store = getattr(self.objective, "document_store", None)
-        if store is not None and self.group.is_main:
-            print(f"[dreamir] {store.summary()}")
+        summary = self.objective.summary()
+        if summary and self.group.is_main:
+            print(f"[dreamir] {summary}")
         retriever_dir = self.run_dir / "retriever"
         if self.group.is_main:
             export_with_heads(self.retriever, self.run_dir, retriever_dir)

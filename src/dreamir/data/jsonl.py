@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dreamir.files import atomic_open
+
 
 class DataError(ValueError):
     """Bad input data; the message names the file, the line and, where known, the field."""
@@ -54,13 +56,9 @@ def require_str(path, line: int, obj: dict, field: str, allow_empty: bool = Fals
 
 def write_jsonl_atomic(path: str | os.PathLike, rows) -> int:
     """Write rows to path via a temp file + rename; returns the number written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
-    os.replace(tmp, path)
     return count

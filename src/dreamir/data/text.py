@@ -17,11 +17,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from dreamir.data.jsonl import DataError, iter_jsonl
 from dreamir.data.training import DataStats, Example
+from dreamir.settings import StrictConfig
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -75,18 +78,22 @@ def chunk_text(text: str, chunk_words: int = 96, min_words: int = 24) -> list[st
     return [c for c in chunks if len(c.split()) >= min_words]
 
 
-@dataclass
-class BuildSettings:
-    num_candidates: int = 8
-    chunk_words: int = 96
-    min_words: int | None = None  # shorter chunks are dropped; default a quarter of chunk_words
+class BuildConfig(StrictConfig):
+    """How `build-data` (and compare) turn unlabelled text into training examples."""
 
-    def __post_init__(self) -> None:
-        if self.min_words is None:
-            self.min_words = max(1, self.chunk_words // 4)
-
-    max_examples: int | None = None
+    candidates: int = Field(8, gt=0)  # BM25-mined candidates per example
+    chunk_words: int = Field(96, gt=0)
+    min_words: int | None = Field(None, gt=0)  # shorter chunks are dropped; default a quarter of chunk_words
+    max_examples: int | None = Field(None, gt=0)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_min_words(cls, data: Any) -> Any:
+        chunk_words = data.get("chunk_words", 96) if isinstance(data, dict) else None
+        if isinstance(chunk_words, int) and data.get("min_words") is None:
+            data = {**data, "min_words": max(1, chunk_words // 4)}
+        return data
 
 
 def bm25_index(texts: list[str]):
@@ -109,7 +116,7 @@ class Chunks:
     sources: list[str]  # the id of the document each chunk was cut from
 
 
-def corpus_chunks(documents: Documents, settings: BuildSettings, stats: DataStats) -> Chunks:
+def corpus_chunks(documents: Documents, settings: BuildConfig, stats: DataStats) -> Chunks:
     items = documents.items() if isinstance(documents, Mapping) else ((str(i), t) for i, t in enumerate(documents))
     chunks = Chunks([], [])
     for doc_id, text in items:
@@ -160,15 +167,15 @@ def mine_candidates(
     return mined
 
 
-def _enough_chunks(chunks: Chunks, settings: BuildSettings, need_more: int) -> None:
-    if len(chunks.texts) < settings.num_candidates + need_more:
+def _enough_chunks(chunks: Chunks, settings: BuildConfig, need_more: int) -> None:
+    if len(chunks.texts) < settings.candidates + need_more:
         raise ValueError(
             f"only {len(chunks.texts)} chunks of ≥{settings.min_words} words: need at least "
-            f"{settings.num_candidates + need_more} to mine {settings.num_candidates} candidates per example"
+            f"{settings.candidates + need_more} to mine {settings.candidates} candidates per example"
         )
 
 
-def _sampled_order(size: int, settings: BuildSettings) -> list[int]:
+def _sampled_order(size: int, settings: BuildConfig) -> list[int]:
     """A seeded permutation of range(size), cut to `max_examples`."""
     order = list(range(size))
     random.Random(settings.seed).shuffle(order)
@@ -176,7 +183,7 @@ def _sampled_order(size: int, settings: BuildSettings) -> list[int]:
 
 
 def build_self_supervised(
-    documents: Documents, settings: BuildSettings, stats: DataStats | None = None, show_progress: bool = True
+    documents: Documents, settings: BuildConfig, stats: DataStats | None = None, show_progress: bool = True
 ) -> list[Example]:
     stats = stats if stats is not None else DataStats()
     chunks = corpus_chunks(documents, settings, stats)
@@ -184,7 +191,7 @@ def build_self_supervised(
     order = _sampled_order(len(chunks.texts), settings)
     halves = [chunks.texts[i].split() for i in order]
     queries = [" ".join(w[: len(w) // 2]) for w in halves]
-    mined = mine_candidates(chunks.texts, queries, list(order), settings.num_candidates, stats, show_progress)
+    mined = mine_candidates(chunks.texts, queries, list(order), settings.candidates, stats, show_progress)
     return [
         Example(
             query,
@@ -220,7 +227,7 @@ def read_qa_pairs(path: str | os.PathLike, stats: DataStats) -> list[tuple[str, 
 def build_from_qa(
     pairs: list[tuple[str, str]],
     documents: Documents,
-    settings: BuildSettings,
+    settings: BuildConfig,
     stats: DataStats | None = None,
     show_progress: bool = True,
 ) -> list[Example]:
@@ -231,7 +238,7 @@ def build_from_qa(
     order = _sampled_order(len(pairs), settings)
     chosen = [pairs[i] for i in order]
     mined = mine_candidates(
-        chunks.texts, [q for q, _ in chosen], [None] * len(chosen), settings.num_candidates, stats, show_progress
+        chunks.texts, [q for q, _ in chosen], [None] * len(chosen), settings.candidates, stats, show_progress
     )
     return [
         Example(q, a, [chunks.texts[c] for c in hits], candidate_sources=[chunks.sources[c] for c in hits])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from dreamir.data.jsonl import DataError, iter_jsonl, require_str
 from dreamir.models.layout import TokenizedExample
+from dreamir.settings import TokenLimits
 
 
 @dataclass
@@ -102,13 +103,6 @@ def load_examples(path: str | os.PathLike, stats: DataStats | None = None) -> li
         )
     stats.add("examples", len(examples))
     return examples
-
-
-@dataclass
-class TokenLimits:
-    query: int = 64
-    target: int = 64
-    doc: int = 128
 
 
 def tokenize_examples(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dreamir.assets import cache_dir
+from dreamir.files import atomic_open
 from dreamir.models.retriever import Retriever, TextKind
 
 
@@ -64,8 +64,6 @@ def encode_cached(
         if cached.shape == (len(texts), retriever.dim):
             return cached
     vectors = retriever.encode(texts, kind, batch_size, show_progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
-    np.save(tmp, vectors)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, vectors)
     return vectors

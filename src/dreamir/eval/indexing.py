@@ -16,6 +16,7 @@ from dreamir.distributed import init_from_env
 from dreamir.eval.cache import encode_cached
 from dreamir.eval.evaluate import resolve_model_spec
 from dreamir.eval.index import DenseIndex
+from dreamir.files import atomic_open
 from dreamir.models.retriever import Retriever
 from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, parse_zero_shot_spec
 
@@ -100,17 +101,15 @@ def build_index(
 
 
 def _write_part(shard: Shard, out: Path, doc_ids: list[str], vectors: np.ndarray, meta: dict) -> None:
-    target = shard.path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
     header = json.dumps({**meta, "shard": shard.index, "count": shard.count})
-    np.savez(
-        tmp,
-        vectors=np.asarray(vectors, dtype=np.float32),
-        doc_ids=np.asarray(doc_ids, dtype=object).astype(str),
-        meta=np.asarray(header),
-    )
-    os.replace(tmp, target)  # a crashed shard leaves no part behind, so merge cannot take half of one
+    # atomic: a crashed shard leaves no part behind, so merge cannot take half of one
+    with atomic_open(shard.path(out), "wb") as handle:
+        np.savez(
+            handle,
+            vectors=np.asarray(vectors, dtype=np.float32),
+            doc_ids=np.asarray(doc_ids, dtype=object).astype(str),
+            meta=np.asarray(header),
+        )
 
 
 def merge_index(out: str | os.PathLike, factory: str = "exact", params: str = "") -> DenseIndex:

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dreamir.files import atomic_open
+
 
 class DocumentKVStore:
     def __init__(self, max_bytes: int, directory: str | os.PathLike | None = None) -> None:
@@ -71,10 +73,9 @@ class DocumentKVStore:
         if self.directory is None:
             self._memory[key] = kv
         else:
-            path = self._path(key)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            torch.save(kv, tmp)
-            os.replace(tmp, path)  # atomic: a crash never leaves a half-written entry under a valid name
+            # atomic: a crash never leaves a half-written entry under a valid name
+            with atomic_open(self._path(key), "wb") as handle:
+                torch.save(kv, handle)
         self.bytes_used += size
         return True
 

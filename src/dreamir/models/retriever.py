@@ -11,7 +11,6 @@ import copy
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -19,18 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from dreamir.settings import LoraConfig
+
 log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls", "lasttoken"]
 TextKind = Literal["query", "document"]
-
-
-@dataclass
-class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
 
 
 class Retriever(nn.Module):
@@ -53,7 +46,7 @@ class Retriever(nn.Module):
         query_prefix: str | None = None,
         doc_prefix: str | None = None,
         max_length: int | None = None,
-        lora: LoraSettings | None = None,
+        lora: LoraConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> Retriever:
@@ -102,10 +95,11 @@ class Retriever(nn.Module):
             retriever.add_lora(lora)
         return retriever.to(device=device, dtype=dtype)
 
-    def add_lora(self, settings: LoraSettings) -> None:
-        from peft import LoraConfig, get_peft_model
+    def add_lora(self, settings: LoraConfig) -> None:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
 
-        config = LoraConfig(
+        config = PeftLoraConfig(
             r=settings.r,
             lora_alpha=settings.alpha,
             lora_dropout=settings.dropout,

@@ -1,0 +1,33 @@
+"""Training objectives as plug-ins (METHOD §1–2), looked up by name.
+
+To add an objective: write `objectives/<name>.py` with an `Objective` subclass (its `name`, its
+pydantic `Config` section — which becomes the run config's `<name>:` section —, `needs_llm` and
+`build`), and add the class to `OBJECTIVES` below. Nothing else names it.
+"""
+
+from __future__ import annotations
+
+from dreamir.objectives.base import Objective, ObjectiveContext, ObjectiveOutput
+from dreamir.objectives.dream import DreamObjective
+from dreamir.objectives.infonce import InfoNCEObjective
+from dreamir.objectives.replug import ReplugObjective
+from dreamir.objectives.revela import RevelaObjective
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls
+    for cls in (
+        DreamObjective,
+        ReplugObjective,
+        RevelaObjective,
+        InfoNCEObjective,
+    )
+}
+
+
+def get_objective(name: str) -> type[Objective]:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective '{name}'; use one of: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveContext", "ObjectiveOutput", "get_objective"]

@@ -1,23 +1,59 @@
-"""What every training objective shares: its output, and the retriever's candidate scores.
+"""What every training objective shares: how it is built, its output, the retriever's candidate scores.
 
-An objective is called with a micro-batch of examples (text) and their frozen-LLM token ids and
-returns a loss whose gradient trains the retriever (and, for Revela with a trained LM, its LoRA).
+An objective is a plug-in (sentence-transformers' losses are the model): a small class configured by
+its own config section, called with a micro-batch of examples (text) and their frozen-LLM token ids,
+returning a loss whose gradient trains the retriever (and, for Revela with a trained LM, its LoRA).
+The trainer never names an objective: it looks the class up in `dreamir.objectives.OBJECTIVES`,
+loads the frozen LLM when the class says it `needs_llm`, and calls `build`, where the objective
+prepares what else it needs (DREAM: its head set and document cache).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from dreamir.data.training import Example
+from dreamir.distributed import ProcessGroup
+from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import Retriever
+from dreamir.settings import StrictConfig
+
+if TYPE_CHECKING:
+    from dreamir.config import RunConfig
+
+
+@dataclass
+class ObjectiveContext:
+    """What a run offers an objective while it builds itself."""
+
+    config: RunConfig
+    retriever: Retriever
+    lm: FrozenLM | None
+    examples: list[Example]
+    run_dir: Path
+    group: ProcessGroup = field(default_factory=ProcessGroup)
+
+    def require_lm(self, name: str) -> FrozenLM:
+        if self.lm is None:
+            raise ValueError(f"objective '{name}' needs the frozen LLM")
+        return self.lm
 
 
 class Objective:
-    name = ""
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[StrictConfig]] = StrictConfig  # its section of the run config, `<name>:`
+    needs_llm: ClassVar[bool] = True  # False: the trainer never loads the frozen LLM for it
+
+    @classmethod
+    def build(cls, context: ObjectiveContext) -> Objective:
+        """The objective for a run: its own config section plus whatever it prepares itself."""
+        raise NotImplementedError
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         raise NotImplementedError
@@ -25,6 +61,10 @@ class Objective:
     def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Trainable parameters besides the retriever's (saved in checkpoints), usually none."""
         return {}
+
+    def summary(self) -> str | None:
+        """A line for the end of training (e.g. cache statistics), or None."""
+        return None
 
 
 @dataclass

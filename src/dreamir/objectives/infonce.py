@@ -14,20 +14,20 @@ restores the literal rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from dreamir.data.training import Example
 from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import Retriever
-from dreamir.objectives.base import Objective, ObjectiveOutput, candidate_scores
+from dreamir.objectives.base import Objective, ObjectiveContext, ObjectiveOutput, candidate_scores
+from dreamir.settings import StrictConfig
 
 
-@dataclass
-class InfoNCESettings:
-    temperature: float = 0.05
+class InfoNCEConfig(StrictConfig):
+    temperature: float = Field(0.05, gt=0)
+    # True: chunks of the query's own document count as negatives too (METHOD §2 read literally).
     same_document_negatives: bool = False
 
 
@@ -69,17 +69,23 @@ def negative_masks(
 
 class InfoNCEObjective(Objective):
     name = "infonce"
+    Config = InfoNCEConfig
+    needs_llm = False
 
-    def __init__(self, retriever: Retriever, settings: InfoNCESettings | None = None) -> None:
+    def __init__(self, retriever: Retriever, config: InfoNCEConfig | None = None) -> None:
         self.retriever = retriever
-        self.settings = settings or InfoNCESettings()
+        self.config = config or InfoNCEConfig()
+
+    @classmethod
+    def build(cls, context: ObjectiveContext) -> InfoNCEObjective:
+        return cls(context.retriever, context.config.infonce)
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample] | None = None) -> ObjectiveOutput:
         queries = self.retriever.embed([ex.query for ex in examples], "query")
         scores, mask = candidate_scores(self.retriever, examples, queries)
         positives = self.retriever.embed([positive_text(ex) for ex in examples], "document")
-        candidates, in_batch = negative_masks(examples, mask, self.settings.same_document_negatives)
-        logits = contrastive_logits(queries, positives, scores, candidates, in_batch) / self.settings.temperature
+        candidates, in_batch = negative_masks(examples, mask, self.config.same_document_negatives)
+        logits = contrastive_logits(queries, positives, scores, candidates, in_batch) / self.config.temperature
         labels = torch.arange(len(examples), device=logits.device)
         loss = F.cross_entropy(logits, labels)
         accuracy = float((logits.argmax(-1) == labels).float().mean())

@@ -14,25 +14,30 @@ runs the full graph instead of reusing them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import Field
 
 from dreamir.data.training import Example
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import InBatchAttention
 from dreamir.models.layout import PackedBatch, TokenizedExample
-from dreamir.models.retriever import LoraSettings, Retriever
-from dreamir.objectives.base import Objective, ObjectiveOutput, candidate_scores, log_doc_weights
-from dreamir.objectives.dream import target_nll
+from dreamir.models.lm_passes import target_nll
+from dreamir.models.retriever import Retriever
+from dreamir.objectives.base import (
+    Objective,
+    ObjectiveContext,
+    ObjectiveOutput,
+    candidate_scores,
+    log_doc_weights,
+)
+from dreamir.settings import LoraConfig, StrictConfig
 
 
-@dataclass
-class RevelaSettings:
-    temperature: float = 1e-4  # the paper's τ
-    train_lm: bool = False
-    lm_lora: LoraSettings | None = None  # used when train_lm; default r=16, α=32, all linear layers
-    value_norm: bool = True
+class RevelaConfig(StrictConfig):
+    temperature: float = Field(1e-4, gt=0)  # the paper's τ
+    train_lm: bool = False  # train LoRA adapters in the LM too (the paper's setting)
+    value_norm: bool = True  # divide each document's in-batch output by its attention-weighted value norm
+    lm_lora: LoraConfig = LoraConfig()  # used when train_lm: r=16, α=32, all linear layers
 
 
 def own_context_layout(packed: PackedBatch, has_sink: bool) -> PackedBatch:
@@ -52,35 +57,40 @@ def own_context_layout(packed: PackedBatch, has_sink: bool) -> PackedBatch:
 
 class RevelaObjective(Objective):
     name = "revela"
+    Config = RevelaConfig
 
-    def __init__(self, lm: FrozenLM, retriever: Retriever, settings: RevelaSettings | None = None) -> None:
+    def __init__(self, lm: FrozenLM, retriever: Retriever, config: RevelaConfig | None = None) -> None:
         self.lm, self.retriever = lm, retriever
-        self.settings = settings or RevelaSettings()
+        self.config = config or RevelaConfig()
         self._lm_params: dict[str, torch.nn.Parameter] = {}
-        if self.settings.train_lm:
-            self._lm_params = add_lm_lora(lm, self.settings.lm_lora or LoraSettings())
+        if self.config.train_lm:
+            self._lm_params = add_lm_lora(lm, self.config.lm_lora)
+
+    @classmethod
+    def build(cls, context: ObjectiveContext) -> RevelaObjective:
+        return cls(context.require_lm(cls.name), context.retriever, context.config.revela)
 
     def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
         return self._lm_params
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)
-        weights = log_doc_weights(scores, mask, self.settings.temperature).exp()
+        weights = log_doc_weights(scores, mask, self.config.temperature).exp()
         packed = own_context_layout(self.lm.pack(tokenized, "separate"), self.lm.sink_token_id is not None)
         inbatch = InBatchAttention(
             weights=weights.to(self.lm.dtype).to(self.lm.device),
             doc_index=packed.doc_index,
             inject_rows=packed.inject_rows,
-            value_norm=self.settings.value_norm,
+            value_norm=self.config.value_norm,
         )
-        nll = target_nll(self.lm, packed, None, reuse_documents=not self.settings.train_lm, inbatch=inbatch)
+        nll = target_nll(self.lm, packed, None, reuse_documents=not self.config.train_lm, inbatch=inbatch)
         loss = nll.mean()
         return ObjectiveOutput(
             loss=loss, metrics={"loss": loss.item(), "w_max": float(weights.detach().max(-1).values.mean())}
         )
 
 
-def add_lm_lora(lm: FrozenLM, settings: LoraSettings) -> dict[str, torch.nn.Parameter]:
+def add_lm_lora(lm: FrozenLM, settings: LoraConfig) -> dict[str, torch.nn.Parameter]:
     """Insert trainable LoRA adapters into the LM in place (peft); returns them by name."""
     from peft import LoraConfig, inject_adapter_in_model
 

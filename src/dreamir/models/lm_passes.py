@@ -1,0 +1,139 @@
+"""The frozen LLM's forward passes, shared by every objective, head scoring and the benches.
+
+- `target_nll`: per-example mean NLL of the target tokens through dreamir's layout, optionally with
+  heads injected (DREAM, head scoring) or Revela's in-batch term, as one full-graph pass (the
+  reference step) or as a graph over the [q][y] segment on top of document keys/values computed
+  without one (the reuse step; both give the same loss and gradients, tests/test_reuse_step.py);
+- `document_cache`: those document keys/values, optionally kept across epochs in a `DocumentKVStore`;
+- `candidate_nll`: REPLUG's ℓ_i, the target NLL with one candidate alone in a plain causal context.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from dreamir.models.frozen_lm import FrozenLM
+from dreamir.models.injection import HeadInjection, InBatchAttention
+from dreamir.models.kv_store import DocumentKVStore
+from dreamir.models.layout import PackedBatch, TokenizedExample
+
+
+def target_nll(
+    lm: FrozenLM,
+    packed: PackedBatch,
+    injection: HeadInjection | None,
+    reuse_documents: bool = False,
+    document_keys: list[str] | None = None,
+    store: DocumentKVStore | None = None,
+    inbatch: InBatchAttention | None = None,
+) -> torch.Tensor:
+    """Per-example mean NLL of the target tokens, (B,). Logits only at the target rows.
+
+    reuse_documents=False is the reference step: one pass over the whole layout, with a graph over
+    every row. reuse_documents=True runs the document region once without a graph (its keys and
+    values do not depend on the retriever: documents never attend to [q][y], and injection only
+    touches [q][y] rows) and the graph only over the [q][y] segment on top of those keys/values,
+    which `store` may keep across epochs (keyed by `document_keys`, one per example). `inbatch`
+    adds Revela's in-batch attention term instead of (or besides) the head injection.
+    """
+    split = packed.doc_region if reuse_documents else 0
+    inputs = packed.model_inputs()
+    if split:
+        cache = document_cache(lm, packed, document_keys, store)
+        inputs = {
+            "input_ids": packed.input_ids[:, split:],
+            "position_ids": packed.position_ids[:, split:],
+            "attention_mask": packed.attention_mask[:, :, split:, :],
+            "dreamir_positions": packed.position_ids,
+            "past_key_values": cache,
+            "use_cache": True,
+        }
+    hidden = lm.decoder(**inputs, dreamir_injection=injection, dreamir_inbatch=inbatch).last_hidden_state
+    rows = (packed.predict_rows - split).clamp_min(0)
+    picked = torch.gather(hidden, 1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
+    logits = lm.logits(picked).float()
+    nll = F.cross_entropy(logits.transpose(1, 2), packed.target_ids, reduction="none")
+    mask = packed.target_mask.to(nll.dtype)
+    return (nll * mask).sum(1) / mask.sum(1)
+
+
+def document_region_kv(
+    lm: FrozenLM, packed: PackedBatch, rows: list[int]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values) of the sink + document region of the given batch rows, no graph."""
+    from transformers import DynamicCache
+
+    split = packed.doc_region
+    # A cache without the model config keeps every key (no sliding-window eviction); windows are
+    # applied by dreamir's attention from the positions, as in the reference step.
+    cache = DynamicCache()
+    index = torch.tensor(rows, device=packed.input_ids.device)
+    lm.decoder(
+        input_ids=packed.input_ids[index, :split],
+        position_ids=packed.position_ids[index, :split],
+        attention_mask=packed.attention_mask[index][:, :, :split, :split],
+        dreamir_positions=packed.position_ids[index],
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+@torch.no_grad()
+def document_cache(
+    lm: FrozenLM, packed: PackedBatch, document_keys: list[str] | None = None, store: DocumentKVStore | None = None
+):
+    """Keys/values of the sink + document region for every layer, computed without a graph (or
+    taken from `store`). Columns past an example's own documents are padding the [q][y] rows never
+    attend to, so stored entries are trimmed to the example's length and zero-filled back."""
+    from transformers import DynamicCache
+
+    batch = packed.input_ids.shape[0]
+    if store is None or document_keys is None:
+        return DynamicCache(document_region_kv(lm, packed, list(range(batch))))
+    assert packed.doc_lengths is not None
+    stored = [store.get(key) for key in document_keys]
+    missing = [b for b, kv in enumerate(stored) if kv is None]
+    if missing:
+        fresh = document_region_kv(lm, packed, missing)
+        for slot, b in enumerate(missing):
+            length = int(packed.doc_lengths[b])
+            kv = torch.stack([torch.stack((k[slot, :, :length], v[slot, :, :length])) for k, v in fresh])
+            stored[b] = kv
+            store.put(document_keys[b], kv)
+    first = stored[0]
+    layers, _, kv_heads, _, head_dim = first.shape
+    full = torch.zeros(
+        (layers, 2, batch, kv_heads, packed.doc_region, head_dim), dtype=first.dtype, device=packed.input_ids.device
+    )
+    for b, kv in enumerate(stored):
+        full[:, :, b, :, : kv.shape[3]] = kv.to(full.device)
+    return DynamicCache([(full[i, 0], full[i, 1]) for i in range(layers)])
+
+
+@torch.no_grad()
+def candidate_nll(
+    lm: FrozenLM,
+    tokenized: list[TokenizedExample],
+    score: Literal["mean", "sum"] = "mean",
+    batch_size: int = 16,
+) -> list[torch.Tensor]:
+    """ℓ_i for every candidate of every example: [(N_b,)], each from its own [sink][d_i][q][y] pass.
+
+    "mean": the mean NLL per target token; "sum": the total, −log p(y | d_i, q)."""
+    todo = [TokenizedExample(ex.query, ex.target, [doc]) for ex in tokenized for doc in ex.docs]
+    values: list[float] = []
+    for start in range(0, len(todo), batch_size):
+        packed = lm.pack(todo[start : start + batch_size], "separate")  # one document each: plain causal
+        nll = target_nll(lm, packed, None)
+        if score == "sum":
+            nll = nll * packed.target_mask.sum(1)
+        values.extend(nll.float().cpu().tolist())
+    out, start = [], 0
+    for ex in tokenized:
+        out.append(torch.tensor(values[start : start + len(ex.docs)]))
+        start += len(ex.docs)
+    return out
