@@ -20,3 +20,9 @@ def machine() -> str:
 
 def write_result(path: str | os.PathLike, result: dict) -> Path:
     return atomic_write(path, json.dumps({"machine": machine(), **result}, indent=1))
+
+
+def read_result(path: str | os.PathLike) -> dict | None:
+    """A benchmark's earlier JSON (to merge rows into), or None when there is none yet."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None

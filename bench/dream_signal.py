@@ -1,21 +1,23 @@
-"""How much can DREAM's signal tell a query's candidates apart? A forward-only study on training data.
+"""Can a frozen judge's signal train a retriever? A forward/backward study on training data, per judge and recipe.
 
-    python bench/dream_signal.py [--dataset scifact] [--examples 48]
+    python bench/dream_signal.py --llm qwen2.5-coder-1.5b-instruct --data runs/signal/scifact-title.jsonl \
+        --heads runs/signal/heads-qwen2.5-coder-1.5b-instruct.json [--examples 96] [--recipe title]
 
-For examples of the comparison's own training data (built from the corpus; no queries or qrels are
-read), the frozen LLM's target NLL (nats per target token) is measured with the injected head set
-putting (almost) all weight on one candidate at a time, next to uniform weights, for head sets of
-8 / 16 / 32 / all heads of the comparison's label-free ranking and both injection modes. REPLUG's
-signal (ℓ_i: the target NLL with candidate i alone in a plain causal context) is measured on the
-same examples for reference. Per setting it reports
-- spread: mean over examples of max_i − min_i NLL (how much the choice of candidate matters),
-- gain: mean of NLL(uniform) − min_i NLL (how much the best single candidate beats uniform weights),
-- own-doc: how often the LLM's preferred candidate is a chunk of the query's own document, among
-  examples that have one (with the rate of picking one at random),
-- retriever: how often it is the untrained retriever's top candidate (random: 1/N).
-If the spread is small next to the per-batch noise of the loss, the retriever's gradient is mostly
-noise at this model scale, whatever the temperature or learning rate. Writes
-bench/results/dream_signal.json.
+For a seeded sample of training examples (label-free: built from a corpus, no queries or qrels read),
+with the head set H injected in "bias" mode (the heads file, or selected label-free from the data's
+own text and written there first), it measures per example:
+- the target NLL (nats per token) at uniform weights, and with the weights focused on each candidate
+  in turn: which candidate the judge prefers (`own-doc pick`: how often it is a chunk of the query's
+  own document, among examples with one such and one other candidate) and the NLL `gain` of the best;
+- the gradient g = ∂L/∂log w at uniform w, the signal online DREAM follows (the retriever's step
+  pushes up the candidates with the lowest g): how often its favourite is an own-document chunk
+  (`grad own-doc`) and the mean margin mean(g_other) − mean(g_own) (> 0: it favours the own document);
+- the same gradient with another example's target (same query and candidates; a seeded derangement):
+  the correlation of g_real and g_shuffled across each example's candidates (mean, median), the share
+  of g_real's variance g_shuffled explains (chance: 1/(N−1) for N candidates), and g_shuffled's
+  own-document preference — a target-independent preference would show up as a high correlation;
+- how often the judge's favourite (by g) is the starting retriever's top candidate.
+Results merge into bench/results/dream_signal.json under "rows" keyed "JUDGE | RECIPE".
 """
 
 from __future__ import annotations
@@ -23,21 +25,23 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import statistics
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from _results import write_result
-from dreamir.compare import load_compare_config, run_config
-from dreamir.data.training import load_examples, tokenize_examples
-from dreamir.heads import load_heads
+from _results import read_result, write_result
+from dreamir.data.training import Example, load_examples, tokenize_examples
+from dreamir.heads import load_heads, select_heads_label_free
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
 from dreamir.models.kv_store import DocumentKVStore
-from dreamir.models.lm_passes import target_nll
+from dreamir.models.lm_passes import target_nll, weight_gradient
+from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import candidate_scores
-from dreamir.objectives.replug import ReplugObjective
-from dreamir.trainer import build_retriever
+from dreamir.settings import TokenLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 FOCUS = 0.999  # weight on the chosen candidate; the rest share 0.001 (a true one-hot is log 0 = −inf)
@@ -47,118 +51,193 @@ def focused_log_weights(num_docs: torch.Tensor, n_max: int, choice: int | None) 
     """(B, n_max) log w: uniform over each example's real candidates (choice None) or focused on one."""
     log_w = torch.full((len(num_docs), n_max), float("-inf"))
     for b, n in enumerate(num_docs.tolist()):
-        if choice is None or n == 1:
+        if choice is None or n == 1 or choice >= n:
             log_w[b, :n] = -math.log(n)
-        elif choice < n:
+        else:
             log_w[b, :n] = math.log((1 - FOCUS) / (n - 1))
             log_w[b, choice] = math.log(FOCUS)
-        else:  # this example has fewer candidates: keep it uniform (ignored below)
-            log_w[b, :n] = -math.log(n)
     return log_w
 
 
-def summarise(uniform: torch.Tensor, per_doc: torch.Tensor, examples, retriever_top: torch.Tensor) -> dict:
-    """uniform (E,), per_doc (E, N) with +inf for missing candidates."""
-    valid = torch.isfinite(per_doc)
-    best = per_doc.argmin(-1)
-    spread = (per_doc.masked_fill(~valid, float("-inf")).max(-1).values - per_doc.min(-1).values).mean()
-    own, own_random = [], []
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation with no fixed point: example i gets example perm[i]'s target."""
+    order = list(range(n))
+    rng = random.Random(seed)
+    while True:
+        rng.shuffle(order)
+        if all(i != j for i, j in enumerate(order)):
+            return order
+
+
+def own_split(example: Example) -> tuple[list[int], list[int]] | None:
+    """(own-document candidates, others), or None unless the example has at least one of each."""
+    own = [j for j in range(len(example.candidates)) if example.same_document(j)]
+    other = [j for j in range(len(example.candidates)) if not example.same_document(j)]
+    return (own, other) if own and other else None
+
+
+def summarise(examples, uniform, focused, grad, grad_shuffled, retriever_top) -> dict:
+    """Per-example tensors → the table's figures (see the module docstring)."""
+    picks, grad_picks, shuffled_picks, margins, random_rate = [], [], [], [], []
     for e, ex in enumerate(examples):
-        same = [ex.same_document(j) for j in range(len(ex.candidates))]
-        if any(same):
-            own.append(same[int(best[e])])
-            own_random.append(sum(same) / len(same))
+        split = own_split(ex)
+        if split is None:
+            continue
+        own, _ = split
+        n = len(ex.candidates)
+        random_rate.append(len(own) / n)
+        picks.append(int(focused[e, :n].argmin()) in own)
+        g, gs = grad[e, :n], grad_shuffled[e, :n]
+        grad_picks.append(int(g.argmin()) in own)
+        shuffled_picks.append(int(gs.argmin()) in own)
+        is_own = torch.zeros(n, dtype=torch.bool)
+        is_own[own] = True
+        margins.append(float(g[~is_own].mean() - g[is_own].mean()))
+    correlations, explained = [], []
+    for e, ex in enumerate(examples):
+        n = len(ex.candidates)
+        g, gs = grad[e, :n].double(), grad_shuffled[e, :n].double()
+        g, gs = g - g.mean(), gs - gs.mean()
+        denominator = float(g.norm() * gs.norm())
+        if n > 2 and denominator > 0:
+            r = float(g @ gs) / denominator
+            correlations.append(r)
+            explained.append(r * r)
+    sizes = [len(ex.candidates) for ex in examples]
+    best = torch.tensor([int(grad[e, :n].argmin()) for e, n in enumerate(sizes)])
+    rate = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return {
+        "examples": len(examples),
+        "examples_with_own_doc": len(picks),
         "nll_uniform": float(uniform.mean()),
-        "spread": float(spread),
-        "gain": float((uniform - per_doc.min(-1).values).mean()),
-        "own_doc": sum(own) / max(1, len(own)),
-        "own_doc_random": sum(own_random) / max(1, len(own_random)),
-        "retriever_top": float((best == retriever_top).float().mean()),
-        "retriever_top_random": float(valid.sum(-1).reciprocal().mean()),
+        "gain": float((uniform - torch.stack([focused[e, :n].min() for e, n in enumerate(sizes)])).mean()),
+        "own_doc_pick": rate(picks),
+        "own_doc_random": rate(random_rate),
+        "grad_own_doc": rate(grad_picks),
+        "grad_margin": rate(margins),
+        "grad_margin_sem": statistics.stdev(margins) / math.sqrt(len(margins)) if len(margins) > 1 else float("nan"),
+        "shuffled_grad_own_doc": rate(shuffled_picks),
+        "corr_real_shuffled_mean": rate(correlations),
+        "corr_real_shuffled_median": statistics.median(correlations) if correlations else float("nan"),
+        "variance_explained_by_shuffled": rate(explained),
+        "variance_explained_chance": rate([1 / (n - 1) for n in sizes if n > 2]),
+        "retriever_top_agreement": float((best == retriever_top).float().mean()),
+        "retriever_top_random": rate([1 / n for n in sizes]),
     }
 
 
-@torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs/compare-adapt.yaml"))
-    parser.add_argument("--dataset", default="scifact")
-    parser.add_argument("--examples", type=int, default=48)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--head-counts", nargs="+", default=["8", "16", "32", "all"])
+    parser.add_argument("--llm", default="smollm2-135m-instruct")
+    parser.add_argument("--data", required=True, help="training JSONL (dreamir build-data; with sources)")
+    parser.add_argument("--recipe", default=None, help="label for the table (default: the data file's stem)")
+    parser.add_argument("--heads", required=True, help="heads JSON; selected label-free into it when absent")
+    parser.add_argument("--head-count", type=int, default=16)
+    parser.add_argument("--detection-examples", type=int, default=32)
+    parser.add_argument("--retriever", default="all-minilm-l6-v2")
+    parser.add_argument("--examples", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--limits", type=int, nargs=3, default=[48, 48, 96], metavar=("QUERY", "TARGET", "DOC"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--out", default=str(ROOT / "bench/results/dream_signal.json"))
     args = parser.parse_args()
+    recipe = args.recipe or Path(args.data).stem
+    limits = TokenLimits(query=args.limits[0], target=args.limits[1], doc=args.limits[2])
 
-    compare = load_compare_config(args.config)
-    dataset = next(d for d in compare.datasets if d.name == args.dataset)
-    folder = Path(compare.out) / dataset.name
-    train_path, heads_path = folder / "train.jsonl", folder / "dream" / "heads.json"
-    for needed in (train_path, heads_path):
-        if not needed.exists():
-            raise SystemExit(f"{needed} not found: run `dreamir compare --config {args.config}` first")
-    config = run_config(compare, dataset, "dream", train_path)
-    examples = load_examples(train_path)
-    examples = random.Random(args.seed).sample(examples, min(args.examples, len(examples)))
-    lm = FrozenLM.load(config.llm.name, config.device, config.dtype)
-    retriever = build_retriever(config)
+    all_examples = load_examples(args.data)
+    examples = random.Random(args.seed).sample(all_examples, min(args.examples, len(all_examples)))
+    started = time.perf_counter()
+    lm = FrozenLM.load(args.llm, args.device, args.dtype)
+    heads_path = Path(args.heads)
+    if not heads_path.exists():
+        print(f"selecting heads label-free on {args.detection_examples} examples → {heads_path}", flush=True)
+        ranking = select_heads_label_free(lm, all_examples, args.detection_examples, limits=limits, seed=args.seed)
+        heads_path.parent.mkdir(parents=True, exist_ok=True)
+        ranking.save(heads_path, args.head_count)
+    heads = load_heads(heads_path, args.head_count)
+    heads_seconds = time.perf_counter() - started
+    retriever = Retriever.load(args.retriever, device=args.device)
     retriever.eval()
-    tokenized = tokenize_examples(examples, lm.tokenize, config.data.limits)
-    ranking_size = lm.num_layers * lm.num_heads
-    head_sets = {c: load_heads(heads_path, ranking_size if c == "all" else int(c)) for c in args.head_counts}
+    donors = derangement(len(examples), args.seed)
+    shuffled = [replace(ex, target=examples[j].target) for ex, j in zip(examples, donors)]
+    tokenized = tokenize_examples(examples, lm.tokenize, limits)
+    tokenized_shuffled = tokenize_examples(shuffled, lm.tokenize, limits)
+    store = DocumentKVStore(16 << 30)  # document keys/values once per example, shared by every pass
+    tag = f"{lm.source}|signal"
+
+    uniform, focused, grad, grad_shuffled, retriever_top = [], [], [], [], []
     n_max = max(len(ex.candidates) for ex in examples)
-    store = DocumentKVStore(8 << 30)  # document keys/values once per example, shared by every setting
-
-    nll: dict[str, list[torch.Tensor]] = {}  # setting → per batch (B, 1 + n_max): uniform, then each candidate
-    retriever_top, replug = [], []
+    signal_started = time.perf_counter()
     for start in range(0, len(examples), args.batch):
-        batch, tok = examples[start : start + args.batch], tokenized[start : start + args.batch]
-        scores, mask = candidate_scores(retriever, batch)
-        retriever_top.append(scores.masked_fill(~mask, float("-inf")).argmax(-1))
-        packed = lm.pack(tok, config.dream.layout)
-        keys = [DocumentKVStore.key(t.docs, "signal") for t in tok]
-        for mode in ("bias", "reweight"):
-            for count, heads in head_sets.items():
-                columns = []
-                for choice in [None, *range(n_max)]:
-                    injection = HeadInjection(
-                        heads=heads,
-                        log_weights=focused_log_weights(packed.num_docs, n_max, choice).to(lm.dtype),
-                        doc_index=packed.doc_index,
-                        inject_rows=packed.inject_rows,
-                        num_docs=packed.num_docs,
-                        mode=mode,
-                    )
-                    columns.append(target_nll(lm, packed, injection, True, keys, store).float())
-                table = torch.stack(columns, 1)
-                table[:, 1:] = table[:, 1:].masked_fill(~mask, float("inf"))
-                nll.setdefault(f"{mode}, {count} heads", []).append(table)
-        lm_scores = ReplugObjective(lm, retriever).candidate_nll(tok)
-        replug.append(
-            torch.stack([torch.nn.functional.pad(v, (0, n_max - len(v)), value=float("inf")) for v in lm_scores])
-        )
-        print(f"{start + len(batch)}/{len(examples)} examples", flush=True)
+        batch = examples[start : start + args.batch]
+        tok, tok_shuffled = tokenized[start : start + args.batch], tokenized_shuffled[start : start + args.batch]
+        with torch.no_grad():
+            scores, mask = candidate_scores(retriever, batch)
+        top = scores.masked_fill(~mask, float("-inf")).argmax(-1)
+        retriever_top.append(top)
+        keys = [DocumentKVStore.key(t.docs, tag) for t in tok]
+        packed = lm.pack(tok, "separate")
+        g, nll = weight_gradient(lm, packed, heads, "bias", keys, store)
+        g_shuffled, _ = weight_gradient(lm, lm.pack(tok_shuffled, "separate"), heads, "bias", keys, store)
+        columns = []
+        with torch.no_grad():
+            for choice in range(n_max):
+                log_w = focused_log_weights(packed.num_docs.cpu(), packed.num_docs.max().item(), choice)
+                injection = HeadInjection(
+                    heads, log_w.to(lm.dtype).to(lm.device), packed.doc_index, packed.inject_rows, packed.num_docs
+                )
+                columns.append(target_nll(lm, packed, injection, True, keys, store).float().cpu())
+        width = int(packed.num_docs.max())
+        pad = (0, n_max - width)
+        focused.append(torch.nn.functional.pad(torch.stack(columns[:width], 1), pad, value=float("inf")))
+        grad.append(torch.nn.functional.pad(g.cpu(), pad))
+        grad_shuffled.append(torch.nn.functional.pad(g_shuffled.cpu(), pad))
+        uniform.append(nll.cpu())
+        done = start + len(batch)
+        rate = (time.perf_counter() - signal_started) / done
+        print(f"{done}/{len(examples)} examples ({rate:.1f} s/example)", flush=True)
 
-    top = torch.cat(retriever_top)
-    rows = {}
-    for setting, tables in nll.items():
-        table = torch.cat(tables)
-        rows[setting] = summarise(table[:, 0], table[:, 1:], examples, top)
-    plain = torch.cat(replug)
-    rows["REPLUG ℓ (candidate alone in context)"] = summarise(
-        plain.masked_fill(~torch.isfinite(plain), float("nan")).nanmean(-1), plain, examples, top
+    row = summarise(
+        examples,
+        torch.cat(uniform),
+        torch.cat(focused),
+        torch.cat(grad),
+        torch.cat(grad_shuffled),
+        torch.cat(retriever_top).cpu(),
     )
-    print(f"\n{len(examples)} examples of {train_path}; NLL in nats per target token")
-    print("| setting | NLL uniform | spread | gain | own-doc pick (random) | retriever-top pick (random) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for setting, r in rows.items():
+    row.update(
+        judge=args.llm,
+        recipe=recipe,
+        heads=str(heads_path),
+        head_count=args.head_count,
+        data=args.data,
+        seconds_per_example=(time.perf_counter() - signal_started) / len(examples),
+        head_selection_seconds=heads_seconds,
+    )
+    result = read_result(args.out) or {}
+    rows = result.get("rows", {}) if "rows" in result and "args" not in result else {}
+    rows[f"{args.llm} | {recipe}"] = row
+    write_result(args.out, {"rows": rows})
+    print_table(rows)
+
+
+def print_table(rows: dict) -> None:
+    print(
+        "\n| judge | recipe | n (own) | NLL unif | gain | own-doc pick (rand) | grad own-doc | grad margin ± sem "
+        "| shuffled own-doc | corr real/shuf mean, median | var expl. (chance) | MiniLM-top agree (rand) |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows.values():
         print(
-            f"| {setting} | {r['nll_uniform']:.3f} | {r['spread']:.4f} | {r['gain']:.4f} | "
-            f"{r['own_doc']:.2f} ({r['own_doc_random']:.2f}) | "
-            f"{r['retriever_top']:.2f} ({r['retriever_top_random']:.2f}) |"
+            f"| {r['judge']} | {r['recipe']} | {r['examples']} ({r['examples_with_own_doc']}) | {r['nll_uniform']:.3f} "
+            f"| {r['gain']:.4f} | {r['own_doc_pick']:.2f} ({r['own_doc_random']:.2f}) | {r['grad_own_doc']:.2f} "
+            f"| {r['grad_margin']:.5f} ± {r['grad_margin_sem']:.5f} | {r['shuffled_grad_own_doc']:.2f} "
+            f"| {r['corr_real_shuffled_mean']:.2f}, {r['corr_real_shuffled_median']:.2f} "
+            f"| {r['variance_explained_by_shuffled']:.2f} ({r['variance_explained_chance']:.2f}) "
+            f"| {r['retriever_top_agreement']:.2f} ({r['retriever_top_random']:.2f}) |"
         )
-    write_result(args.out, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

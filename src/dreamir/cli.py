@@ -26,8 +26,11 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
     from dreamir.data.training import DataStats
 
     stats = DataStats()
-    documents = read_corpus(resolve_corpus_path(args.corpus), stats)
+    titles: dict[str, str] = {}
+    documents = read_corpus(resolve_corpus_path(args.corpus), stats, titles)
     settings = BuildConfig(
+        recipe=args.recipe,
+        target_words=args.target_words,
         candidates=args.candidates,
         chunk_words=args.chunk_words,
         max_examples=args.max_examples,
@@ -36,7 +39,7 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
     if args.qa:
         examples = build_from_qa(read_qa_pairs(args.qa, stats), documents, settings, stats)
     else:
-        examples = build_self_supervised(documents, settings, stats)
+        examples = build_self_supervised(documents, settings, stats, titles=titles)
     n = write_jsonl_atomic(args.out, examples_to_rows(examples))
     print(f"wrote {n} examples to {args.out} ({stats.summary()})")
 
@@ -144,7 +147,7 @@ def _positive_int(text: str) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from dreamir.data.beir import load_beir, sample_corpus
-    from dreamir.eval.evaluate import evaluate_model, format_table, write_report
+    from dreamir.eval.evaluate import evaluate_model, format_paired_tests, format_table, write_report
 
     data = load_beir(args.data, args.split)
     if args.sample_docs:
@@ -164,6 +167,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         for m in args.model
     ]
     print(format_table(results, f"{data.name} ({args.split})"))
+    if paired := format_paired_tests(results):
+        print("\n" + paired)
     print(f"data: {data.stats.summary()}")
     if args.out:
         print(f"report: {write_report(args.out, results, data, args.split)}")
@@ -223,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="corpus JSONL ({'text', 'title'?}) or a BEIR folder")
     p.add_argument("--out", required=True)
     p.add_argument("--qa", help="question/answer pairs JSONL ({'question', 'answer'}): q = question, y = answer")
+    p.add_argument(
+        "--recipe",
+        choices=["halves", "title", "spans"],
+        default="halves",
+        help="how q and y are cut from a document (README 'Training data'); ignored with --qa",
+    )
+    p.add_argument("--target-words", type=int, default=32, help="words of y for the title and spans recipes")
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--chunk-words", type=int, default=96)
     p.add_argument("--max-examples", type=int, default=None)

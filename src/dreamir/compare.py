@@ -111,7 +111,9 @@ def training_data(config: CompareConfig, dataset: DatasetConfig) -> Path:
         return path
     stats = DataStats()
     corpus = Path(dataset.beir) / "corpus.jsonl"  # corpus text only: queries and qrels are not read
-    examples = build_self_supervised(read_corpus(corpus, stats), dataset.build, stats)
+    titles: dict[str, str] = {}
+    documents = read_corpus(corpus, stats, titles)
+    examples = build_self_supervised(documents, dataset.build, stats, titles=titles)
     n = write_jsonl_atomic(path, examples_to_rows(examples))
     print(f"[compare] {dataset.name}: built {n} training examples from its corpus ({stats.summary()})")
     return path

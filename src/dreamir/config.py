@@ -36,6 +36,8 @@ class RetrieverConfig(StrictConfig):
 class DataConfig(StrictConfig):
     train: str | None = None
     max_examples: int | None = Field(None, gt=0)
+    # The control run: each query keeps its candidates and gets another example's target (seeded by `seed`).
+    shuffle_targets: bool = False
     limits: TokenLimits = TokenLimits()
 
 
@@ -66,6 +68,13 @@ class TrainConfig(StrictConfig):
     max_grad_norm: float | None = Field(1.0, gt=0)
     checkpoint_every: int = Field(25, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
+    # Keep a good start near itself unless the signal says otherwise (any objective): "kl" adds
+    # anchor_weight · KL(P_start ‖ P_θ) over each example's candidates, P = softmax(s / anchor_temperature)
+    # with P_start from the retriever as it was before training; "l2sp" adds anchor_weight · ‖θ − θ_start‖²
+    # over the trainable weights.
+    anchor: Literal["none", "kl", "l2sp"] = "none"
+    anchor_weight: float = Field(1.0, ge=0)
+    anchor_temperature: float = Field(0.05, gt=0)
 
 
 

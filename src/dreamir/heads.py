@@ -241,6 +241,33 @@ def score_heads(
     return HeadRanking(scores=scores, method=method, num_examples=len(examples), llm=lm.source)
 
 
+def select_heads_label_free(
+    lm: FrozenLM,
+    examples: list[Example],
+    num_examples: int = 32,
+    method: HeadScoring = "gradient",
+    limits: TokenLimits | None = None,
+    layout: Layout = "separate",
+    seed: int = 0,
+    show_progress: bool = True,
+) -> HeadRanking:
+    """Rank heads on detection examples cut from training examples' own text (q + y), no labels."""
+    texts = [f"{ex.query} {ex.target}" for ex in examples]
+    # Span sizes follow the data: q, y and the helpful passage each about a third of a typical text.
+    typical = sorted(len(t.split()) for t in texts)[len(texts) // 2]
+    words = max(4, min(32, typical // 3))
+    detection = detection_examples_from_texts(
+        texts,
+        num_examples,
+        num_candidates=min(8, len(texts)),
+        query_words=words,
+        target_words=words,
+        passage_words=2 * words,
+        seed=seed,
+    )
+    return score_heads(lm, detection, method, limits, layout, show_progress=show_progress)
+
+
 def default_head_count(num_layers: int, num_heads: int) -> int:
     """16 (METHOD §1.2), or every head for models with fewer."""
     return min(16, num_layers * num_heads)

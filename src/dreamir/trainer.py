@@ -29,13 +29,14 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamir.config import RunConfig, dump_config
-from dreamir.data.training import DataStats, Example, load_examples, tokenize_examples
+from dreamir.data.training import DataStats, Example, load_examples, shuffled_targets, tokenize_examples
 from dreamir.distributed import init_from_env
 from dreamir.files import atomic_open, atomic_write
 from dreamir.models.frozen_lm import FrozenLM, parse_dtype
 from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import Retriever
 from dreamir.objectives import ObjectiveContext, get_objective
+from dreamir.objectives.anchor import Anchor
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class Trainer:
             examples = examples[: config.data.max_examples]
         if not examples:
             raise ValueError(f"no usable training examples ({self.stats.summary()})")
+        if config.data.shuffle_targets:
+            examples = shuffled_targets(examples, config.seed)
         self.examples = examples
         objective_class = get_objective(config.train.objective)
         self.lm = lm
@@ -114,6 +117,11 @@ class Trainer:
             (self.run_dir / "checkpoints").mkdir(exist_ok=True)
         context = ObjectiveContext(config, self.retriever, self.lm, examples, self.run_dir, self.group)
         self.objective = objective_class.build(context)
+        tc = config.train
+        # Built before any checkpoint is loaded: the anchor holds the start, not a resumed state.
+        self.anchor = (
+            Anchor(tc.anchor, tc.anchor_weight, tc.anchor_temperature, self.retriever) if tc.anchor != "none" else None
+        )
         self.extra_params = self.objective.extra_parameters()
         self.optimizer = torch.optim.AdamW(
             self._trainable(), lr=config.train.lr, weight_decay=config.train.weight_decay
@@ -295,8 +303,14 @@ class Trainer:
         totals: dict[str, float] = {}
         for micro in range(tc.grad_accum):
             idx = self._micro_batch(self.step * tc.grad_accum + micro)
-            out = self.objective([self.examples[i] for i in idx], [self.tokenized[i] for i in idx])
-            (out.loss / tc.grad_accum).backward()
+            batch = [self.examples[i] for i in idx]
+            out = self.objective(batch, [self.tokenized[i] for i in idx])
+            loss = out.loss
+            if self.anchor is not None:
+                anchor = self.anchor(self.retriever, idx, batch, out)
+                out.metrics["anchor"] = float(anchor)
+                loss = loss + anchor
+            (loss / tc.grad_accum).backward()
             for key, value in out.metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / tc.grad_accum
         params = self._trainable()

@@ -15,9 +15,10 @@ import os
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
@@ -33,9 +34,12 @@ def split_words(text: str) -> list[str]:
     return text.split()
 
 
-def read_corpus(path: str | os.PathLike, stats: DataStats | None = None) -> dict[str, str]:
+def read_corpus(
+    path: str | os.PathLike, stats: DataStats | None = None, titles: dict[str, str] | None = None
+) -> dict[str, str]:
     """Documents of a corpus JSONL ({"_id" or "id", "text", optional "title"}; BEIR corpus.jsonl works),
-    as id → title + text. A document without an id is named by its line ("line 12")."""
+    as id → title + text. A document without an id is named by its line ("line 12"). `titles`, when
+    given, receives each document's title (the `title` recipe needs to know where it ends)."""
     stats = stats if stats is not None else DataStats()
     documents: dict[str, str] = {}
     for line, obj in iter_jsonl(path):
@@ -54,33 +58,60 @@ def read_corpus(path: str | os.PathLike, stats: DataStats | None = None) -> dict
             stats.add("skipped_empty_document")
             continue
         documents[doc_id] = joined
+        if titles is not None and title.strip():
+            titles[doc_id] = title.strip()
     return documents
 
 
 def chunk_text(text: str, chunk_words: int = 96, min_words: int = 24) -> list[str]:
     """Chunks of about `chunk_words` words that end at sentence boundaries where possible."""
-    chunks: list[str] = []
+    return [chunk for _, chunk in chunk_spans(text, chunk_words, min_words)]
+
+
+def chunk_spans(text: str, chunk_words: int = 96, min_words: int = 24) -> list[tuple[int, str]]:
+    """`chunk_text`'s chunks with the index of each one's first word in `text.split()`."""
+    spans: list[tuple[int, list[str]]] = []
     current: list[str] = []
+    position = 0  # words of the text before `current`
+
+    def close() -> None:
+        nonlocal current, position
+        if current:
+            spans.append((position, current))
+            position += len(current)
+            current = []
+
     for sentence in _SENTENCE_END.split(text.strip()):
         words = sentence.split()
         while len(words) > chunk_words:  # one huge sentence: cut it by words
-            if current:
-                chunks.append(" ".join(current))
-                current = []
-            chunks.append(" ".join(words[:chunk_words]))
+            close()
+            current = words[:chunk_words]
+            close()
             words = words[chunk_words:]
         if current and len(current) + len(words) > chunk_words:
-            chunks.append(" ".join(current))
-            current = []
+            close()
         current.extend(words)
-    if current:
-        chunks.append(" ".join(current))
-    return [c for c in chunks if len(c.split()) >= min_words]
+    close()
+    return [(start, " ".join(words)) for start, words in spans if len(words) >= min_words]
+
+
+Recipe = Literal["halves", "title", "spans"]
 
 
 class BuildConfig(StrictConfig):
-    """How `build-data` (and compare) turn unlabelled text into training examples."""
+    """How `build-data` (and compare) turn unlabelled text into training examples.
 
+    Recipes (q = query, y = target, candidates = the top BM25 chunks for q, never a chunk that shares
+    a word with q or y, so y cannot be copied from a candidate):
+    - halves: a chunk's first half is q, its second half y (one example per chunk);
+    - title:  q = the document's title (its first sentence when it has none), y = the next
+              `target_words` words (one example per document);
+    - spans:  q and y consecutive spans of `target_words` words each, starting inside a chunk and
+              free to run past its end (one example per chunk).
+    """
+
+    recipe: Recipe = "halves"
+    target_words: int = Field(32, gt=0)  # title, spans: words of y (spans: of q too)
     candidates: int = Field(8, gt=0)  # BM25-mined candidates per example
     chunk_words: int = Field(96, gt=0)
     min_words: int | None = Field(None, gt=0)  # shorter chunks are dropped; default a quarter of chunk_words
@@ -114,17 +145,38 @@ Documents = Mapping[str, str] | Sequence[str]  # id → text, or texts (ids are 
 class Chunks:
     texts: list[str]
     sources: list[str]  # the id of the document each chunk was cut from
+    starts: list[int] = field(default_factory=list)  # index of each chunk's first word in its document
+
+    def overlapping(self, source: str, start: int, end: int) -> set[int]:
+        """Chunks of document `source` that share a word with its words [start, end)."""
+        return {
+            i
+            for i in self.by_source.get(source, ())
+            if self.starts[i] < end and start < self.starts[i] + len(self.texts[i].split())
+        }
+
+    @cached_property
+    def by_source(self) -> dict[str, list[int]]:
+        index: dict[str, list[int]] = {}
+        for i, source in enumerate(self.sources):
+            index.setdefault(source, []).append(i)
+        return index
+
+
+def document_items(documents: Documents) -> Iterable[tuple[str, str]]:
+    return documents.items() if isinstance(documents, Mapping) else ((str(i), t) for i, t in enumerate(documents))
 
 
 def corpus_chunks(documents: Documents, settings: BuildConfig, stats: DataStats) -> Chunks:
-    items = documents.items() if isinstance(documents, Mapping) else ((str(i), t) for i, t in enumerate(documents))
     chunks = Chunks([], [])
-    for doc_id, text in items:
-        pieces = chunk_text(text, settings.chunk_words, settings.min_words or 1)
+    for doc_id, text in document_items(documents):
+        pieces = chunk_spans(text, settings.chunk_words, settings.min_words or 1)
         if not pieces:
             stats.add("documents_too_short")
-        chunks.texts.extend(pieces)
-        chunks.sources.extend([doc_id] * len(pieces))
+        for start, piece in pieces:
+            chunks.texts.append(piece)
+            chunks.sources.append(doc_id)
+            chunks.starts.append(start)
     stats.add("chunks", len(chunks.texts))
     return chunks
 
@@ -132,16 +184,17 @@ def corpus_chunks(documents: Documents, settings: BuildConfig, stats: DataStats)
 def mine_candidates(
     chunks: list[str],
     queries: list[str],
-    exclude: list[int | None],
+    exclude: list[int | None] | list[set[int]],
     num_candidates: int,
     stats: DataStats,
     show_progress: bool = True,
 ) -> list[list[int]]:
-    """Indices of the top-N BM25 chunks for each query, never chunk `exclude[i]` and no text twice."""
+    """Indices of the top-N BM25 chunks for each query, never the chunk(s) `exclude[i]` and no text twice."""
     import bm25s
 
     retriever, stemmer = bm25_index(chunks)
-    want = min(len(chunks), num_candidates * 2 + 1)  # room for the excluded chunk and duplicates
+    widest = max((len(e) for e in exclude if isinstance(e, set)), default=1)
+    want = min(len(chunks), num_candidates * 2 + widest)  # room for the excluded chunks and duplicates
     results, _ = retriever.retrieve(
         bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
         k=want,
@@ -151,11 +204,12 @@ def mine_candidates(
     mined = []
     for row in tqdm(range(len(queries)), desc="mine candidates", disable=not show_progress):
         own = exclude[row]
-        seen: set[str] = {chunks[own]} if own is not None else set()
+        excluded = own if isinstance(own, set) else ({own} if own is not None else set())
+        seen: set[str] = {chunks[i] for i in excluded}
         candidates = []
         for hit in results[row]:
             text = chunks[int(hit)]
-            if int(hit) == own or text in seen:
+            if int(hit) in excluded or text in seen:
                 continue
             seen.add(text)
             candidates.append(int(hit))
@@ -182,25 +236,95 @@ def _sampled_order(size: int, settings: BuildConfig) -> list[int]:
     return order if settings.max_examples is None else order[: settings.max_examples]
 
 
+@dataclass
+class _Piece:
+    """A (q, y) cut from document `source`, and the chunks that share words with it."""
+
+    query: str
+    target: str
+    source: str
+    excluded: set[int]
+
+
+def _halves(chunks: Chunks, settings: BuildConfig) -> list[_Piece]:
+    pieces = []
+    for i in _sampled_order(len(chunks.texts), settings):
+        words = chunks.texts[i].split()
+        half = len(words) // 2
+        pieces.append(_Piece(" ".join(words[:half]), " ".join(words[half:]), chunks.sources[i], {i}))
+    return pieces
+
+
+def _titles(
+    documents: Documents, titles: Mapping[str, str], chunks: Chunks, settings: BuildConfig, stats: DataStats
+) -> list[_Piece]:
+    usable = []
+    for doc_id, text in document_items(documents):
+        words = text.split()
+        title = titles.get(doc_id)
+        head = len(title.split()) if title else len(_SENTENCE_END.split(text.strip(), maxsplit=1)[0].split())
+        if head + settings.target_words > len(words):
+            stats.add("documents_too_short_for_recipe")
+            continue
+        usable.append((doc_id, words, head))
+    pieces = []
+    for i in _sampled_order(len(usable), settings):
+        doc_id, words, head = usable[i]
+        end = head + settings.target_words
+        y = " ".join(words[head:end])
+        pieces.append(_Piece(" ".join(words[:head]), y, doc_id, chunks.overlapping(doc_id, 0, end)))
+    return pieces
+
+
+def _spans(documents: Documents, chunks: Chunks, settings: BuildConfig, stats: DataStats) -> list[_Piece]:
+    texts = dict(document_items(documents))
+    span = settings.target_words
+    rng = random.Random(settings.seed + 1)
+    pieces = []
+    for i in _sampled_order(len(chunks.texts), settings):
+        words = texts[chunks.sources[i]].split()
+        if len(words) < 2 * span:
+            stats.add("documents_too_short_for_recipe")
+            continue
+        start = chunks.starts[i] + rng.randrange(max(1, len(chunks.texts[i].split()) - span))
+        start = min(start, len(words) - 2 * span)
+        q, y = " ".join(words[start : start + span]), " ".join(words[start + span : start + 2 * span])
+        pieces.append(_Piece(q, y, chunks.sources[i], chunks.overlapping(chunks.sources[i], start, start + 2 * span)))
+    return pieces
+
+
 def build_self_supervised(
-    documents: Documents, settings: BuildConfig, stats: DataStats | None = None, show_progress: bool = True
+    documents: Documents,
+    settings: BuildConfig,
+    stats: DataStats | None = None,
+    show_progress: bool = True,
+    titles: Mapping[str, str] | None = None,
 ) -> list[Example]:
+    """Examples from unlabelled documents by `settings.recipe` (`titles`: see `read_corpus`)."""
     stats = stats if stats is not None else DataStats()
     chunks = corpus_chunks(documents, settings, stats)
     _enough_chunks(chunks, settings, need_more=1)  # the chunk itself is never its own candidate
-    order = _sampled_order(len(chunks.texts), settings)
-    halves = [chunks.texts[i].split() for i in order]
-    queries = [" ".join(w[: len(w) // 2]) for w in halves]
-    mined = mine_candidates(chunks.texts, queries, list(order), settings.candidates, stats, show_progress)
+    if settings.recipe == "halves":
+        pieces = _halves(chunks, settings)
+    elif settings.recipe == "title":
+        pieces = _titles(documents, titles or {}, chunks, settings, stats)
+    else:
+        pieces = _spans(documents, chunks, settings, stats)
+    if not pieces:
+        raise ValueError(f"no document is long enough for the '{settings.recipe}' recipe")
+    queries = [p.query for p in pieces]
+    mined = mine_candidates(
+        chunks.texts, queries, [p.excluded for p in pieces], settings.candidates, stats, show_progress
+    )
     return [
         Example(
-            query,
-            " ".join(words[len(words) // 2 :]),
+            p.query,
+            p.target,
             [chunks.texts[c] for c in hits],
-            source=chunks.sources[own],
+            source=p.source,
             candidate_sources=[chunks.sources[c] for c in hits],
         )
-        for own, query, words, hits in zip(order, queries, halves, mined, strict=True)
+        for p, hits in zip(pieces, mined, strict=True)
     ]
 
 

@@ -13,8 +13,9 @@ Counts are returned in `DataStats` and printed by the trainer, never swallowed.
 from __future__ import annotations
 
 import os
+import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dreamir.data.jsonl import DataError, iter_jsonl, require_str
 from dreamir.models.layout import TokenizedExample
@@ -103,6 +104,17 @@ def load_examples(path: str | os.PathLike, stats: DataStats | None = None) -> li
         )
     stats.add("examples", len(examples))
     return examples
+
+
+def shuffled_targets(examples: list[Example], seed: int = 0) -> list[Example]:
+    """The shuffled-targets control: every example keeps its query and candidates and takes another
+    example's target (its successor along a seeded cycle, so none keeps its own). The LLM's loss then
+    carries no information about which candidate helps this query; what training does with it is noise."""
+    if len(examples) < 2:
+        raise ValueError("the shuffled-targets control needs at least 2 examples")
+    order = random.Random(seed).sample(range(len(examples)), len(examples))
+    donor = {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}
+    return [replace(ex, target=examples[donor[i]].target) for i, ex in enumerate(examples)]
 
 
 def tokenize_examples(

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamir.data.beir import BeirData
 from dreamir.eval.cache import encode_cached
-from dreamir.eval.metrics import METRICS, Run, evaluate_run
+from dreamir.eval.metrics import METRICS, Run, mean_metrics, per_query_metrics, per_query_values
 from dreamir.eval.search import bm25_run, exact_topk, to_run
 from dreamir.models.retriever import Retriever
 from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, parse_zero_shot_spec
@@ -26,6 +26,7 @@ class EvalResult:
     metrics: dict[str, float]
     run: Run
     seconds: float
+    per_query: dict[str, float] = field(default_factory=dict)  # nDCG@10 per judged query (paired tests)
 
 
 def retriever_run(
@@ -79,7 +80,14 @@ def evaluate_model(
             use_cache=use_cache,
             ignore_identical_ids=ignore_identical_ids,
         )
-    return EvalResult(label, evaluate_run(data.qrels, run), run, time.perf_counter() - start)
+    per_query = per_query_metrics(data.qrels, run)
+    return EvalResult(
+        label,
+        mean_metrics(data.qrels, per_query),
+        run,
+        time.perf_counter() - start,
+        per_query_values(data.qrels, per_query, "ndcg@10"),
+    )
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -98,6 +106,25 @@ def format_table(results: list[EvalResult], title: str = "") -> str:
     for r in results:
         cells = " | ".join(f"{100 * r.metrics[m]:.1f}" for m in METRICS)
         lines.append(f"| {r.model} | {cells} | {r.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def format_paired_tests(results: list[EvalResult]) -> str:
+    """Each model against the first, per query (nDCG@10): mean difference ×100 with its 95% paired
+    bootstrap interval and the paired randomization test's p-value; '' for fewer than two models."""
+    if len(results) < 2:
+        return ""
+    from dreamir.eval.significance import paired_test
+
+    base = results[0]
+    lines = [f"Paired tests against {base.model} (nDCG@10 per query, ×100):", ""]
+    lines += ["| model | difference [95% CI] | p |", "|---|---:|---:|"]
+    for r in results[1:]:
+        test = paired_test(base.per_query, r.per_query)
+        lines.append(
+            f"| {r.model} | {100 * test.mean_difference:+.1f} [{100 * test.ci_low:+.1f}, {100 * test.ci_high:+.1f}] "
+            f"| {test.p_value:.3g} |"
+        )
     return "\n".join(lines)
 
 
@@ -150,9 +177,11 @@ def write_report(out: str | os.PathLike, results: list[EvalResult], data: BeirDa
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     write_trec_run(out / "run.trec", results)
     plot_comparison(out / "comparison.png", results, title)
+    paired = format_paired_tests(results)
     (out / "report.md").write_text(
         f"# Retrieval evaluation: {title}\n\n{format_table(results)}\n\n"
         f"Metrics via ir-measures; scores ×100. Data issues: {data.stats.summary()}.\n\n"
-        "![comparison](comparison.png)\n"
+        + (f"{paired}\n\n" if paired else "")
+        + "![comparison](comparison.png)\n"
     )
     return out

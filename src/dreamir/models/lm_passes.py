@@ -5,7 +5,9 @@
   reference step) or as a graph over the [q][y] segment on top of document keys/values computed
   without one (the reuse step; both give the same loss and gradients, tests/test_reuse_step.py);
 - `document_cache`: those document keys/values, optionally kept across epochs in a `DocumentKVStore`;
-- `candidate_nll`: REPLUG's ℓ_i, the target NLL with one candidate alone in a plain causal context.
+- `candidate_nll`: REPLUG's ℓ_i, the target NLL with one candidate alone in a plain causal context;
+- `weight_gradient`: the judge's gradient over an example's candidates at uniform weights (the signal
+  that online DREAM follows, and that DREAM-distill and bench/dream_signal.py read).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamir.models.frozen_lm import FrozenLM
-from dreamir.models.injection import HeadInjection, InBatchAttention
+from dreamir.models.injection import HeadInjection, InBatchAttention, InjectionMode
 from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.layout import PackedBatch, TokenizedExample
 
@@ -137,3 +139,28 @@ def candidate_nll(
         out.append(torch.tensor(values[start : start + len(ex.docs)]))
         start += len(ex.docs)
     return out
+
+
+def weight_gradient(
+    lm: FrozenLM,
+    packed: PackedBatch,
+    heads: list[tuple[int, int]],
+    mode: InjectionMode = "bias",
+    document_keys: list[str] | None = None,
+    store: DocumentKVStore | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The judge's signal at uniform weights: g = ∂L_b/∂log w_b (B, N_max; 0 for padding) and L_b (B,).
+
+    The retriever's gradient is ∂L/∂s_i = (w_i/τ)(g_i − Σ_j w_j g_j), so at uniform w a candidate with
+    a lower g is the one DREAM's step pushes up. Each example's gradient is its own (losses summed).
+    """
+    n_max = int(packed.num_docs.max())
+    real = torch.arange(n_max, device=lm.device)[None] < packed.num_docs[:, None].to(lm.device)
+    uniform = (-torch.log(packed.num_docs.to(lm.device).float()))[:, None].expand(-1, n_max)
+    uniform = uniform.masked_fill(~real, float("-inf")).to(lm.dtype)
+    offset = torch.zeros_like(uniform, requires_grad=True)
+    injection = HeadInjection(heads, uniform + offset, packed.doc_index, packed.inject_rows, packed.num_docs, mode)
+    with torch.enable_grad():
+        nll = target_nll(lm, packed, injection, True, document_keys, store)
+        (gradient,) = torch.autograd.grad(nll.sum(), offset)
+    return gradient.float().masked_fill(~real, 0.0), nll.detach().float()

@@ -71,6 +71,10 @@ class Objective:
 class ObjectiveOutput:
     loss: torch.Tensor
     metrics: dict[str, float]
+    # The retriever's candidate scores s (B, N_max) and their mask, for terms the trainer adds to
+    # every objective (the anchor of `train.anchor`).
+    scores: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
 
 def candidate_scores(

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 
 from dreamir.data.training import Example
-from dreamir.heads import detection_examples_from_texts, load_heads, score_heads
+from dreamir.heads import load_heads, select_heads_label_free
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
 from dreamir.models.kv_store import DocumentKVStore
@@ -81,14 +81,7 @@ class DreamObjective(Objective):
     def build(cls, context: ObjectiveContext) -> DreamObjective:
         lm = context.require_lm(cls.name)
         config: DreamConfig = context.config.dream
-        if context.group.is_main:
-            heads = resolve_heads(context, lm)
-        context.group.barrier()
-        if not context.group.is_main:
-            # The given heads file, or the set rank 0 just selected (needs run_dir on a shared filesystem).
-            heads_file = context.config.heads.file or str(context.run_dir / "heads.json")
-            heads = load_heads(heads_file, head_count(context, lm))
-        return cls(lm, context.retriever, config, heads, document_store(config))
+        return cls(lm, context.retriever, config, heads_for_run(context, lm), document_store(config))
 
     def summary(self) -> str | None:
         return self.document_store.summary() if self.document_store is not None else None
@@ -115,6 +108,8 @@ class DreamObjective(Objective):
             w = log_w.exp()
             entropy = -(w * log_w.masked_fill(~mask, 0)).sum(-1).mean()
         return ObjectiveOutput(
+            scores=scores,
+            mask=mask,
             loss=loss,
             metrics={
                 "loss": loss.item(),
@@ -127,6 +122,18 @@ class DreamObjective(Objective):
 def head_count(context: ObjectiveContext, lm: FrozenLM) -> int:
     count = context.config.heads.count
     return lm.num_layers * lm.num_heads if count == "all" else int(count)
+
+
+def heads_for_run(context: ObjectiveContext, lm: FrozenLM) -> list[tuple[int, int]]:
+    """H for this run: rank 0 resolves it (and writes run_dir/heads.json); the other ranks then read
+    the given heads file or the set rank 0 just selected (run_dir on a shared filesystem)."""
+    if context.group.is_main:
+        heads = resolve_heads(context, lm)
+    context.group.barrier()
+    if not context.group.is_main:
+        heads_file = context.config.heads.file or str(context.run_dir / "heads.json")
+        heads = load_heads(heads_file, head_count(context, lm))
+    return heads
 
 
 def resolve_heads(context: ObjectiveContext, lm: FrozenLM) -> list[tuple[int, int]]:
@@ -144,20 +151,15 @@ def resolve_heads(context: ObjectiveContext, lm: FrozenLM) -> list[tuple[int, in
         return heads
     if target.exists():  # selected by an earlier (interrupted) attempt of this run
         return load_heads(target, count)
-    texts = [f"{ex.query} {ex.target}" for ex in context.examples]
-    # Span sizes follow the data: q, y and the helpful passage each about a third of a typical text.
-    typical = sorted(len(t.split()) for t in texts)[len(texts) // 2]
-    words = max(4, min(32, typical // 3))
-    detection = detection_examples_from_texts(
-        texts,
+    ranking = select_heads_label_free(
+        lm,
+        context.examples,
         config.heads.detection_examples,
-        num_candidates=min(8, len(texts)),
-        query_words=words,
-        target_words=words,
-        passage_words=2 * words,
-        seed=config.seed,
+        config.heads.scoring,
+        config.data.limits,
+        config.dream.layout,
+        config.seed,
     )
-    ranking = score_heads(lm, detection, config.heads.scoring, config.data.limits, config.dream.layout)
     ranking.save(target, count)
     return ranking.top(count)
 

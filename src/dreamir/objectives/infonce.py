@@ -89,7 +89,7 @@ class InfoNCEObjective(Objective):
         labels = torch.arange(len(examples), device=logits.device)
         loss = F.cross_entropy(logits, labels)
         accuracy = float((logits.argmax(-1) == labels).float().mean())
-        return ObjectiveOutput(loss=loss, metrics={"loss": loss.item(), "accuracy": accuracy})
+        return ObjectiveOutput(loss, {"loss": loss.item(), "accuracy": accuracy}, scores, mask)
 
 
 def positive_text(example: Example) -> str:

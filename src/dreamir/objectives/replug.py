@@ -74,6 +74,8 @@ class ReplugObjective(Objective):
         kl = (p_lm * (log_p_lm - log_p_r)).masked_fill(~mask, 0).sum(-1)
         loss = kl.mean()
         return ObjectiveOutput(
+            scores=scores,
+            mask=mask,
             loss=loss,
             metrics={"loss": loss.item(), "p_lm_max": float(p_lm.max(-1).values.mean())},
         )

@@ -85,9 +85,8 @@ class RevelaObjective(Objective):
         )
         nll = target_nll(self.lm, packed, None, reuse_documents=not self.config.train_lm, inbatch=inbatch)
         loss = nll.mean()
-        return ObjectiveOutput(
-            loss=loss, metrics={"loss": loss.item(), "w_max": float(weights.detach().max(-1).values.mean())}
-        )
+        w_max = float(weights.detach().max(-1).values.mean())
+        return ObjectiveOutput(loss, {"loss": loss.item(), "w_max": w_max}, scores, mask)
 
 
 def add_lm_lora(lm: FrozenLM, settings: LoraConfig) -> dict[str, torch.nn.Parameter]:
