@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dreamir.objectives.base import Objective, ObjectiveContext, ObjectiveOutput
 from dreamir.objectives.dream import DreamObjective
+from dreamir.objectives.dream_distill import DreamDistillObjective
 from dreamir.objectives.infonce import InfoNCEObjective
 from dreamir.objectives.replug import ReplugObjective
 from dreamir.objectives.revela import RevelaObjective
@@ -17,6 +18,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
     for cls in (
         DreamObjective,
+        DreamDistillObjective,
         ReplugObjective,
         RevelaObjective,
         InfoNCEObjective,

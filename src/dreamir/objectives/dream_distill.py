@@ -1,0 +1,117 @@
+"""DREAM-distill: DREAM's judge signal computed once per example, then distilled into the retriever.
+
+Online DREAM (the paper, `dream`) follows, at every step, the gradient of the frozen judge's target
+loss through its injected heads. Here that gradient is taken once per example at uniform weights,
+
+    g_i = ∂L/∂log w_i |_{w uniform}          (the judge's loss through the heads in H, target-conditioned)
+    P_J = softmax(−g / τ_J),   P_R = softmax(s / τ),   loss = KL(P_J ‖ P_R)
+
+so the retriever trains with REPLUG's well-conditioned objective on DREAM's signal, and every later
+epoch, seed or variant costs a retriever pass only. g is kept in a bounded store keyed by the example's
+token ids and the judge (in memory, or in `signal_cache_dir`, shared between runs and kept across a
+crash). `judge_scale: standardised` divides each example's g by its standard deviation over the
+candidates first, so τ_J does not depend on the judge's loss scale.
+
+The judge pass is online DREAM's own: the `heads:` set (selected as for `dream`) and `dream.mode` /
+`dream.layout`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from dreamir.data.training import Example
+from dreamir.models.frozen_lm import FrozenLM
+from dreamir.models.kv_store import DocumentKVStore
+from dreamir.models.layout import TokenizedExample
+from dreamir.models.lm_passes import weight_gradient
+from dreamir.models.retriever import Retriever
+from dreamir.objectives.base import Objective, ObjectiveContext, ObjectiveOutput, candidate_scores, log_doc_weights
+from dreamir.objectives.dream import heads_for_run
+from dreamir.settings import StrictConfig
+
+
+class DreamDistillConfig(StrictConfig):
+    temperature: float = Field(0.05, gt=0)  # τ of P_R (DREAM's)
+    judge_temperature: float = Field(0.5, gt=0)  # τ_J of P_J, in units of g (or of its std when standardised)
+    judge_scale: Literal["standardised", "raw"] = "standardised"
+    signal_cache_mb: int = Field(256, gt=0)  # a few floats per example: 256 MB holds millions
+    signal_cache_dir: str | None = None  # keep g on disk, shared by runs (seeds, variants) of one judge
+
+
+class DreamDistillObjective(Objective):
+    name = "dream_distill"
+    Config = DreamDistillConfig
+
+    def __init__(
+        self,
+        lm: FrozenLM,
+        retriever: Retriever,
+        config: DreamDistillConfig,
+        heads: list[tuple[int, int]],
+        mode: str = "bias",
+        layout: str = "separate",
+    ) -> None:
+        if not heads:
+            raise ValueError("DREAM-distill needs a non-empty head set H")
+        self.lm, self.retriever, self.config, self.heads = lm, retriever, config, heads
+        self.mode, self.layout = mode, layout
+        directory = Path(config.signal_cache_dir) if config.signal_cache_dir else None
+        self.store = DocumentKVStore(config.signal_cache_mb * 2**20, directory)
+        heads_id = hashlib.sha256(repr(sorted(heads)).encode()).hexdigest()[:12]
+        self._tag = f"judge-signal|{lm.source}|{lm.dtype}|{mode}|{layout}|{lm.sink_token_id}|{heads_id}"
+        self.judge_calls = 0  # judge passes run by this objective (a warm store needs none)
+
+    @classmethod
+    def build(cls, context: ObjectiveContext) -> DreamDistillObjective:
+        lm = context.require_lm(cls.name)
+        dream = context.config.dream
+        heads = heads_for_run(context, lm)
+        return cls(lm, context.retriever, context.config.dream_distill, heads, dream.mode, dream.layout)
+
+    def summary(self) -> str | None:
+        return f"judge signal: {self.judge_calls} judge passes; {self.store.summary()}"
+
+    def _key(self, example: TokenizedExample) -> str:
+        return DocumentKVStore.key([*example.docs, example.query, example.target], self._tag)
+
+    def judge_signal(self, tokenized: list[TokenizedExample]) -> list[torch.Tensor]:
+        """g per example, (N_b,), from the store or one judge pass over the examples it lacks."""
+        keys = [self._key(t) for t in tokenized]
+        found = [self.store.get(key) for key in keys]
+        missing = [b for b, g in enumerate(found) if g is None]
+        if missing:
+            packed = self.lm.pack([tokenized[b] for b in missing], self.layout)
+            gradient, _ = weight_gradient(self.lm, packed, self.heads, self.mode)
+            self.judge_calls += 1
+            for slot, b in enumerate(missing):
+                g = gradient[slot, : len(tokenized[b].docs)].detach().cpu()
+                found[b] = g
+                self.store.put(keys[b], g)
+        return [g for g in found if g is not None]
+
+    def judge_log_distribution(self, tokenized: list[TokenizedExample], mask: torch.Tensor) -> torch.Tensor:
+        """log P_J (B, N_max), −inf at padding."""
+        logits = torch.zeros(mask.shape, dtype=torch.float32)
+        for b, g in enumerate(self.judge_signal(tokenized)):
+            g = g.float()
+            if self.config.judge_scale == "standardised" and len(g) > 1:
+                g = (g - g.mean()) / g.std().clamp_min(1e-12)
+            logits[b, : len(g)] = -g
+        return log_doc_weights(logits.to(mask.device), mask, self.config.judge_temperature)
+
+    def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
+        scores, mask = candidate_scores(self.retriever, examples)
+        log_p_judge = self.judge_log_distribution(tokenized, mask).to(scores.device)
+        log_p_retriever = log_doc_weights(scores, mask, self.config.temperature)
+        p_judge = log_p_judge.exp()
+        kl = (p_judge * (log_p_judge - log_p_retriever)).masked_fill(~mask, 0).sum(-1)
+        loss = kl.mean()
+        return ObjectiveOutput(
+            loss, {"loss": loss.item(), "p_judge_max": float(p_judge.max(-1).values.mean())}, scores, mask
+        )

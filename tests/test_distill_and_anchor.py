@@ -1,0 +1,192 @@
+"""The judge signal (weight_gradient), DREAM-distill, the anchors and the shuffled-targets control."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dreamir.data.training import Example, shuffled_targets, tokenize_examples
+from dreamir.models.lm_passes import target_nll, weight_gradient
+from dreamir.objectives.base import ObjectiveOutput, candidate_scores
+from dreamir.settings import TokenLimits
+
+from .conftest import ARCHS
+from .test_injection import SOME_HEADS, doc_mask, injection, make_lm, packed
+from .test_objectives import EXAMPLES, tokenized
+
+
+@pytest.fixture
+def retriever(tiny_encoder_dir):
+    from dreamir.models.retriever import Retriever
+
+    r = Retriever.load(str(tiny_encoder_dir))
+    r.eval()
+    return r
+
+
+def uniform_log_w(pb) -> torch.Tensor:
+    return torch.log_softmax(torch.zeros(doc_mask(pb).shape).masked_fill(~doc_mask(pb), float("-inf")), -1)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_weight_gradient_is_the_online_gradient_at_uniform_weights(arch):
+    """g equals ∂L/∂log w of the full-graph reference pass, and matches finite differences."""
+    lm = make_lm(arch)
+    pb = packed(lm)
+    g, nll = weight_gradient(lm, pb, SOME_HEADS, "bias")
+    log_w = uniform_log_w(pb).requires_grad_(True)
+    reference = target_nll(lm, pb, injection(pb, SOME_HEADS, log_w), reuse_documents=False)
+    reference.sum().backward()
+    expected = log_w.grad.masked_fill(~doc_mask(pb), 0)
+    torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(nll, reference.detach(), rtol=1e-5, atol=1e-6)
+    assert g.abs().sum() > 0
+    # central finite differences (the NLL is fp32: a wide step keeps rounding below the tolerance)
+    eps = 0.05
+    for b, i in ((0, 0), (0, 2), (1, 1)):
+        bumped = []
+        for sign in (1, -1):
+            lw = uniform_log_w(pb)
+            lw[b, i] += sign * eps
+            with torch.no_grad():
+                bumped.append(float(target_nll(lm, pb, injection(pb, SOME_HEADS, lw))[b]))
+        assert (bumped[0] - bumped[1]) / (2 * eps) == pytest.approx(float(g[b, i]), rel=0.1, abs=2e-5)
+
+
+def distill_objective(lm, retriever, tmp_path=None, **settings):
+    from dreamir.objectives.dream_distill import DreamDistillConfig, DreamDistillObjective
+
+    config = DreamDistillConfig(signal_cache_dir=str(tmp_path) if tmp_path else None, **settings)
+    return DreamDistillObjective(lm, retriever, config, SOME_HEADS)
+
+
+def test_distill_target_is_the_judge_gradient_and_the_kl_gradient_matches_a_hand_computation(retriever):
+    lm = make_lm("qwen2")
+    toks = tokenized(lm)
+    objective = distill_objective(lm, retriever, judge_scale="raw", judge_temperature=0.01, temperature=0.1)
+    online, _ = weight_gradient(lm, lm.pack(toks), SOME_HEADS, "bias")
+    for b, g in enumerate(objective.judge_signal(toks)):
+        torch.testing.assert_close(g, online[b, : len(EXAMPLES[b].candidates)])
+
+    scores = torch.randn(3, 3, requires_grad=True, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[True, True, True], [True, True, False], [True, True, True]])
+    log_p_judge = objective.judge_log_distribution(toks, mask)
+    p_judge = log_p_judge.exp()
+    # the formula: P_J = softmax(−g / τ_J) over each example's candidates
+    for b, ex in enumerate(EXAMPLES):
+        n = len(ex.candidates)
+        expected = torch.softmax(-online[b, :n] / 0.01, -1)
+        torch.testing.assert_close(p_judge[b, :n], expected, rtol=1e-5, atol=1e-7)
+    log_p_r = torch.log_softmax((scores / 0.1).masked_fill(~mask, float("-inf")), -1)
+    loss = (p_judge * (log_p_judge - log_p_r)).masked_fill(~mask, 0).sum(-1).mean()
+    loss.backward()
+    # d KL(P ‖ softmax(s/τ)) / d s_i = (Q_i − P_i) / τ, per example, divided by B for the mean
+    q = log_p_r.exp().detach()
+    hand = ((q - p_judge) / 0.1 / 3).masked_fill(~mask, 0)
+    torch.testing.assert_close(scores.grad, hand, rtol=1e-4, atol=1e-6)
+
+
+def test_distill_trains_the_retriever_and_a_second_epoch_never_calls_the_judge(retriever, tmp_path, monkeypatch):
+    from dreamir.objectives import dream_distill
+
+    lm = make_lm("llama")
+    toks = tokenized(lm)
+    calls = []
+    original = dream_distill.weight_gradient
+    monkeypatch.setattr(dream_distill, "weight_gradient", lambda *a, **k: calls.append(1) or original(*a, **k))
+    objective = distill_objective(lm, retriever, tmp_path)
+    out = objective(EXAMPLES, toks)
+    out.loss.backward()
+    assert len(calls) == 1 and math.isfinite(out.loss.item())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in retriever.parameters())
+    objective(EXAMPLES, toks)  # second epoch, same objective
+    fresh = distill_objective(lm, retriever, tmp_path)  # a resumed run or another seed: the disk store
+    again = fresh(EXAMPLES, toks)
+    assert len(calls) == 1 and fresh.judge_calls == 0
+    assert again.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
+
+
+def test_kl_anchor_is_zero_at_the_start_and_matches_a_hand_computation(retriever):
+    from dreamir.objectives.anchor import Anchor
+
+    anchor = Anchor("kl", 2.0, 0.5, retriever)
+    scores, mask = candidate_scores(retriever, EXAMPLES)
+    start = anchor(retriever, [0, 1, 2], EXAMPLES, ObjectiveOutput(torch.zeros(()), {}, scores, mask))
+    assert float(start.detach()) == pytest.approx(0.0, abs=1e-6)
+    moved = scores + torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    value = anchor(retriever, [0, 1, 2], EXAMPLES, ObjectiveOutput(torch.zeros(()), {}, moved, mask))
+    hand = 0.0
+    for b, ex in enumerate(EXAMPLES):
+        n = len(ex.candidates)
+        p = torch.softmax(scores[b, :n] / 0.5, -1)
+        q = torch.softmax(moved[b, :n] / 0.5, -1)
+        hand += float((p * (p.log() - q.log())).sum().detach())
+    assert float(value.detach()) == pytest.approx(2.0 * hand / 3, rel=1e-4)
+    assert float(value.detach()) > 0
+
+
+def test_l2sp_anchor_measures_the_distance_from_the_start(retriever):
+    from dreamir.objectives.anchor import Anchor
+
+    anchor = Anchor("l2sp", 0.5, 0.05, retriever)
+    out = ObjectiveOutput(torch.zeros(()), {})
+    assert float(anchor(retriever, [0], EXAMPLES[:1], out)) == 0.0
+    first = next(p for p in retriever.parameters() if p.requires_grad)
+    with torch.no_grad():
+        first.add_(0.1)
+    assert float(anchor(retriever, [0], EXAMPLES[:1], out)) == pytest.approx(0.5 * 0.01 * first.numel(), rel=1e-3)
+
+
+def test_shuffled_targets_keep_queries_and_candidates_and_move_every_target():
+    examples = [Example(f"q{i}", f"y{i}", [f"c{i}"]) for i in range(7)]
+    control = shuffled_targets(examples, seed=3)
+    assert [ex.query for ex in control] == [ex.query for ex in examples]
+    assert [ex.candidates for ex in control] == [ex.candidates for ex in examples]
+    assert all(c.target != ex.target for c, ex in zip(control, examples, strict=True))
+    assert sorted(c.target for c in control) == sorted(ex.target for ex in examples)
+    assert control == shuffled_targets(examples, seed=3) and control != shuffled_targets(examples, seed=4)
+    with pytest.raises(ValueError, match="at least 2"):
+        shuffled_targets(examples[:1])
+
+
+def test_trainer_with_distill_and_anchor_runs_from_config(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    """The new objective is reachable by name alone, and the anchor shows up in the log."""
+    import json
+
+    from dreamir.config import load_config
+    from dreamir.trainer import Trainer
+
+    from .test_trainer import write_train_data
+
+    data = write_train_data(tmp_path / "train.jsonl")
+    config = load_config(
+        None,
+        {
+            "run_dir": str(tmp_path / "run"),
+            "llm.name": str(tiny_llm_dir),
+            "retriever.name": str(tiny_encoder_dir),
+            "data.train": str(data),
+            "data.shuffle_targets": True,
+            "heads.count": 4,
+            "heads.detection_examples": 4,
+            "train.objective": "dream_distill",
+            "train.anchor": "kl",
+            "train.batch_size": 3,
+            "train.max_steps": 3,
+            "train.warmup_steps": 0,
+        },
+    )
+    result = Trainer(config, show_progress=False).train()
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert result.steps == 3 and all("anchor" in row and math.isfinite(row["loss"]) for row in log)
+    assert (tmp_path / "run" / "retriever" / "modules.json").exists()
+
+
+def test_tokenized_examples_for_distill_keys_differ_by_target():
+    lm = make_lm("llama")
+    objective = distill_objective(lm, None)
+    a = tokenize_examples(EXAMPLES[:1], lm.tokenize, TokenLimits())[0]
+    b = tokenize_examples(shuffled_targets(EXAMPLES)[:1], lm.tokenize, TokenLimits())[0]
+    assert objective._key(a) != objective._key(b)
