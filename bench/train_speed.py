@@ -1,11 +1,15 @@
 """DREAM step speed: the full-graph reference step vs the document key/value reuse step, side by side.
 
-    python bench/train_speed.py [--candidates 8] [--doc-tokens 128] [--target-tokens 32] [--batch 2] [--steps 3]
+    python bench/train_speed.py [--llm smollm2-135m-instruct] [--candidates 8] [--doc-tokens 128]
+                                [--target-tokens 32] [--batch 2] [--steps 3]
 
-Frozen LLM SmolLM2-135M-Instruct, retriever all-MiniLM-L6-v2, 16 heads spread over the layers. Each
-configuration runs `--steps` timed optimiser steps (after one warm-up step), alternating, in one process.
-Rows: (a) the full-graph reference step, (b) the document key/value reuse step, (c) the reuse step
-with a warm cross-epoch document cache (in memory). Prints examples/s, the FLOPs of each step (counted
+Frozen LLM `--llm` (default SmolLM2-135M-Instruct), retriever all-MiniLM-L6-v2, 16 heads spread over
+the layers. Each configuration runs `--steps` timed optimiser steps (after one warm-up step),
+alternating, in one process. Rows: (a) the full-graph reference step, (b) the document key/value reuse
+step, (c) the reuse step with a warm cross-epoch document cache (in memory), (d) a DREAM-distill step
+whose judge signal is not stored yet (the first epoch: one judge forward+backward without a retriever
+graph through it) and (e) one with it stored (every later epoch, seed or variant: the retriever only).
+Prints examples/s, the FLOPs of each step (counted
 by torch.utils.flop_counter, forward + backward) and of each part (retriever, document forward,
 [q][y] segment), achieved GFLOP/s, and the fp32 matmul GFLOP/s of this machine measured in the same
 run (the limit). Writes bench/results/train_speed.json.
@@ -30,6 +34,7 @@ from dreamir.models.lm_passes import document_cache
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import candidate_scores
 from dreamir.objectives.dream import DreamConfig, DreamObjective
+from dreamir.objectives.dream_distill import DreamDistillConfig, DreamDistillObjective
 from dreamir.settings import TokenLimits
 from dreamir.testing import WORDS
 
@@ -85,18 +90,23 @@ def flop_breakdown(lm, retriever, examples, tokenized, step_flops: dict[str, int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llm", default="smollm2-135m-instruct")
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--doc-tokens", type=int, default=128)
     parser.add_argument("--target-tokens", type=int, default=32)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "bench/results/train_speed.json"))
+    parser.add_argument("--out", default=None, help="default bench/results/train_speed[-LLM].json")
     args = parser.parse_args()
+    default = args.llm == "smollm2-135m-instruct"
+    name = "train_speed.json" if default else f"train_speed-{args.llm}.json"
+    args.out = args.out or str(ROOT / "bench/results" / name)
 
-    lm = FrozenLM.load("smollm2-135m-instruct")
+    lm = FrozenLM.load(args.llm)
     retriever = Retriever.load("all-minilm-l6-v2")
     retriever.train()
-    heads = [(layer, head) for layer in range(4, 28, 3) for head in (1, 5)]  # 16 heads
+    stride = max(1, (lm.num_layers - 2) // 8)
+    heads = [(layer, head) for layer in range(2, lm.num_layers, stride)[:8] for head in (1, 5)]  # 16 heads
     examples = synthetic_examples(lm, args.batch, args.candidates, args.doc_tokens, args.target_tokens)
     limits = TokenLimits(query=args.target_tokens, target=args.target_tokens, doc=args.doc_tokens)
     tokenized = tokenize_examples(examples, lm.tokenize, limits)
@@ -105,6 +115,8 @@ def main() -> None:
         "reference": DreamObjective(lm, retriever, DreamConfig(reference_step=True), heads),
         "reuse": DreamObjective(lm, retriever, DreamConfig(), heads),
         "cached": DreamObjective(lm, retriever, DreamConfig(), heads, document_store=store),
+        "distill-cold": None,  # built fresh for every step: nothing stored
+        "distill-warm": DreamDistillObjective(lm, retriever, DreamDistillConfig(), heads),
     }
     configs = list(objectives)
     optimizer = torch.optim.AdamW(retriever.parameters(), lr=1e-6)
@@ -112,7 +124,8 @@ def main() -> None:
     def step(name: str) -> float:
         optimizer.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        objectives[name](examples, tokenized).loss.backward()
+        objective = objectives[name] or DreamDistillObjective(lm, retriever, DreamDistillConfig(), heads)
+        objective(examples, tokenized).loss.backward()
         optimizer.step()
         return time.perf_counter() - start
 
@@ -160,12 +173,31 @@ def main() -> None:
         )
     ratio = rows["reuse"]["examples_per_s"] / rows["reference"]["examples_per_s"]
     ratio_cached = rows["cached"]["examples_per_s"] / rows["reference"]["examples_per_s"]
+    seconds = {name: row["seconds_per_step"] for name, row in rows.items()}
+    # DREAM-distill's cost per epoch over E epochs, relative to online DREAM (reuse step) over the same E:
+    # one cold epoch, then warm ones.
+    distill_epoch_ratio = {
+        str(epochs): (seconds["distill-cold"] + (epochs - 1) * seconds["distill-warm"]) / (epochs * seconds["reuse"])
+        for epochs in (1, 3, 10)
+    }
     print(
         f"fp32 matmul limit: {limit:.1f} GFLOP/s; ratio b/a reuse/reference (examples/s): {ratio:.2f}; "
         f"c/a cached/reference: {ratio_cached:.2f}; peak RSS {peak_rss_mb:.0f} MB "
         f"(document cache holds {store.bytes_used / 2**20:.0f} MB for {args.batch} examples)"
     )
+    print(
+        "DREAM-distill time per step / online DREAM (reuse step): cold "
+        f"{seconds['distill-cold'] / seconds['reuse']:.2f}, warm {seconds['distill-warm'] / seconds['reuse']:.3f}; "
+        "whole training over E epochs: "
+        + ", ".join(f"E={e}: {r:.2f}" for e, r in distill_epoch_ratio.items())
+    )
     result = {
+        "llm": args.llm,
+        "distill_step_ratio_vs_online": {
+            "cold": seconds["distill-cold"] / seconds["reuse"],
+            "warm": seconds["distill-warm"] / seconds["reuse"],
+        },
+        "distill_training_ratio_vs_online_by_epochs": distill_epoch_ratio,
         "args": vars(args),
         "rows": rows,
         "ratio_reuse_vs_reference": ratio,

@@ -154,3 +154,40 @@ def test_shipped_compare_configs_validate_for_every_objective(name, tmp_path):
         for objective in config.objectives:
             run = run_config(config, dataset, objective, tmp_path / "train.jsonl")
             assert run.train.objective == objective
+
+
+def test_compare_protocol_seeds_control_and_paired_tests(tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch):
+    from dreamir.cli import main
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["infonce"])
+    config = yaml.safe_load(path.read_text())
+    config.update(seeds=[0, 1], controls=["infonce"], baselines=["untrained"])
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", "--config", str(path)]) == 0
+    out = tmp_path / "cmp" / "tiny"
+    runs = {
+        "infonce": (0, False),
+        "infonce-seed1": (1, False),
+        "infonce-shuffled": (0, True),
+        "infonce-shuffled-seed1": (1, True),
+    }
+    for folder, (seed, control) in runs.items():
+        run = yaml.safe_load((out / folder / "config.yaml").read_text())
+        assert run["seed"] == seed and run["data"]["shuffle_targets"] is control
+        assert len(json.loads((out / folder / "result.json").read_text())["per_query_ndcg@10"]) == 4
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["adapt"]["tiny"]
+    assert set(rows) == {"untrained", "infonce", "infonce-shuffled"}
+    row = rows["infonce"]
+    per_seed = [json.loads((out / f / "result.json").read_text())["ndcg@10"] for f in ("infonce", "infonce-seed1")]
+    assert row["seeds"] == {"0": per_seed[0], "1": per_seed[1]}
+    assert row["ndcg@10"] == pytest.approx(np.mean(per_seed)) and row["ndcg@10_std"] == pytest.approx(
+        np.std(per_seed, ddof=1)
+    )
+    assert {"vs_start", "vs_control"} <= set(row) and "vs_control" not in rows["infonce-shuffled"]
+    assert row["vs_start"]["mean_difference"] == pytest.approx(row["ndcg@10"] - rows["untrained"]["ndcg@10"])
+    assert 0 < row["vs_start"]["p_value"] <= 1 and row["vs_start"]["queries"] == 4
+    assert "per_query_ndcg@10" not in row  # kept in the runs' result.json only
+    report = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| tiny | infonce | untrained start |" in report and "| tiny | infonce | infonce-shuffled |" in report
+    assert "(2 seeds)" in report

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import Field
 
@@ -33,10 +34,13 @@ from dreamir.data.jsonl import write_jsonl_atomic
 from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows, read_corpus
 from dreamir.data.training import DataStats
 from dreamir.eval.evaluate import evaluate_model
+from dreamir.eval.significance import paired_test, pooled
 from dreamir.files import atomic_write
 from dreamir.objectives import OBJECTIVES
 
 REPORTED = ("ndcg@10", "recall@100", "mrr@10")
+CONTROL_SUFFIX = "-shuffled"
+PER_QUERY = "per_query_ndcg@10"  # kept in each run's result.json for the paired tests, not in compare.json
 
 
 class DatasetConfig(StrictConfig):
@@ -61,6 +65,19 @@ class CompareConfig(StrictConfig):
         default_factory=dict
     )  # RunConfig settings (nested, as in a train config) shared by every objective
     per_objective: dict[ObjectiveName, dict[str, Any]] = Field(default_factory=dict)  # settings for one objective only
+    # The protocol (issue 17): each objective once per seed (rows report the mean, its spread and a
+    # paired test per query against the untrained start, seeds pooled); `controls` also run with
+    # shuffled targets (row "<objective>-shuffled", tested against its objective). Empty seeds: base's seed.
+    seeds: list[int] = Field(default_factory=list)
+    controls: list[ObjectiveName] = Field(default_factory=list)
+
+    def run_seeds(self) -> list[int]:
+        return self.seeds or [int(self.base.get("seed", 0))]
+
+    def methods(self) -> list[tuple[str, str, bool]]:
+        """(row name, objective, shuffled targets) for every trained row."""
+        rows = [(o, o, False) for o in self.objectives]
+        return rows + [(f"{o}{CONTROL_SUFFIX}", o, True) for o in self.controls]
 
 
 def load_compare_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> CompareConfig:
@@ -76,16 +93,31 @@ def load_compare_config(path: str | os.PathLike, overrides: dict[str, Any] | Non
         config = CompareConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(format_config_errors(err, str(path))) from None
-    for objective in config.objectives:  # fail now, not after hours of training the first ones
-        run_config(config, config.datasets[0], objective, Path("/nonexistent"))
+    for _, objective, control in config.methods():  # fail now, not after hours of training the first ones
+        run_config(config, config.datasets[0], objective, Path("/nonexistent"), control=control)
     return config
 
 
-def run_config(config: CompareConfig, dataset: DatasetConfig, objective: str, train_path: Path) -> RunConfig:
+def run_config(
+    config: CompareConfig,
+    dataset: DatasetConfig,
+    objective: str,
+    train_path: Path,
+    seed: int | None = None,
+    control: bool = False,
+) -> RunConfig:
+    """One training run of the comparison: `objective` (with shuffled targets when `control`) at `seed`.
+    The first seed of the protocol runs in OUT/<dataset>/<row>, later ones in OUT/<dataset>/<row>-seed<S>."""
     tree = copy.deepcopy(_deep_merge(config.base, config.per_objective.get(objective, {})))  # type: ignore[call-overload]
+    seeds = config.run_seeds()
+    seed = seeds[0] if seed is None else seed
+    name = objective + (CONTROL_SUFFIX if control else "") + ("" if seed == seeds[0] else f"-seed{seed}")
+    set_dotted(tree, "seed", seed)
     set_dotted(tree, "train.objective", objective)
     set_dotted(tree, "data.train", str(train_path))
-    set_dotted(tree, "run_dir", str(Path(config.out) / dataset.name / objective))
+    if control:
+        set_dotted(tree, "data.shuffle_targets", True)
+    set_dotted(tree, "run_dir", str(Path(config.out) / dataset.name / name))
     from pydantic import ValidationError
 
     try:
@@ -133,7 +165,7 @@ def _scope(data: BeirData) -> dict:
 
 
 def _scores(evaluated, data: BeirData) -> dict:
-    return {m: evaluated.metrics[m] for m in REPORTED} | _scope(data)
+    return {m: evaluated.metrics[m] for m in REPORTED} | _scope(data) | {PER_QUERY: evaluated.per_query}
 
 
 def device_label(device: str) -> str:
@@ -149,11 +181,13 @@ def _same_scope(cached: dict, data: BeirData) -> bool:
     return all(cached.get(key) == value for key, value in _scope(data).items())
 
 
-def train_and_evaluate(config: CompareConfig, dataset: DatasetConfig, objective: str, data) -> dict:
-    """Train one objective (resuming if interrupted) and evaluate it; cached in result.json."""
+def train_and_evaluate(
+    config: CompareConfig, dataset: DatasetConfig, objective: str, data, seed: int | None = None, control: bool = False
+) -> dict:
+    """Train one objective at one seed (resuming if interrupted) and evaluate it; cached in result.json."""
     from dreamir.trainer import Trainer
 
-    run = run_config(config, dataset, objective, training_data(config, dataset))
+    run = run_config(config, dataset, objective, training_data(config, dataset), seed, control)
     run_dir = Path(run.run_dir)
     result_path = run_dir / "result.json"
     if result_path.exists():
@@ -224,23 +258,63 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
             result = finished_result(path, data) if report_only else baseline(config, dataset, name, data)
             if result:
                 rows[name] = result
-        for objective in config.objectives:
-            if report_only:
-                result = finished_result(Path(config.out) / dataset.name / objective / "result.json", data)
+        for row, objective, control in config.methods():
+            per_seed = []
+            for seed in config.run_seeds():
+                if report_only:
+                    run_dir = Path(run_config(config, dataset, objective, Path("unused"), seed, control).run_dir)
+                    result = finished_result(run_dir / "result.json", data)
+                else:
+                    started = time.perf_counter()
+                    result = train_and_evaluate(config, dataset, objective, data, seed, control)
+                    print(
+                        f"[compare] {dataset.name} {row} seed {seed}: nDCG@10 {100 * result['ndcg@10']:.1f} "
+                        f"({time.perf_counter() - started:.0f} s this call)"
+                    )
                 if result:
-                    rows[objective] = result
-                continue
-            started = time.perf_counter()
-            rows[objective] = train_and_evaluate(config, dataset, objective, data)
-            print(
-                f"[compare] {dataset.name} {objective}: nDCG@10 {100 * rows[objective]['ndcg@10']:.1f} "
-                f"({time.perf_counter() - started:.0f} s this call)"
-            )
-            write_outputs(config, results)
+                    per_seed.append((seed, result))
+            if per_seed:
+                rows[row] = pool_seeds(per_seed)
+            if not report_only:
+                write_outputs(config, results)
     results = {name: rows for name, rows in results.items() if rows}
     if results:
         write_outputs(config, results)
     return results
+
+
+def pool_seeds(per_seed: list[tuple[int, dict]]) -> dict:
+    """One row from a method's runs at several seeds: metric means, nDCG@10 per seed and its spread,
+    and the per-query nDCG@10 averaged over seeds (what the paired tests compare)."""
+    if len(per_seed) == 1:
+        return dict(per_seed[0][1])
+    results = [r for _, r in per_seed]
+    row = dict(results[0])
+    for key in (*REPORTED, "train_s", "loss_first_quarter", "loss_last_quarter"):
+        values = [r[key] for r in results if r.get(key) is not None]
+        if values:
+            row[key] = float(np.mean(values))
+    row["seeds"] = {str(seed): r["ndcg@10"] for seed, r in per_seed}
+    row["ndcg@10_std"] = float(np.std([r["ndcg@10"] for r in results], ddof=1))
+    row[PER_QUERY] = pooled([r[PER_QUERY] for r in results]) if all(PER_QUERY in r for r in results) else None
+    return row
+
+
+def add_paired_tests(rows: dict[str, dict]) -> dict[str, dict]:
+    """Rows without their per-query scores, each trained row with its paired test (seeds pooled)
+    against the untrained start (`vs_start`) and, for an objective with a control, against it (`vs_control`)."""
+    start = rows.get("untrained", {}).get(PER_QUERY)
+    public = {}
+    for name, row in rows.items():
+        per_query = row.get(PER_QUERY)
+        out = {k: v for k, v in row.items() if k != PER_QUERY}
+        if per_query and start and name not in ("untrained", "bm25"):
+            out["vs_start"] = paired_test(start, per_query).as_dict()
+        control = rows.get(name + CONTROL_SUFFIX, {}).get(PER_QUERY)
+        if per_query and control:
+            out["vs_control"] = paired_test(control, per_query).as_dict()
+        public[name] = out
+    return public
 
 
 def finished_result(path: Path, data: BeirData) -> dict | None:
@@ -251,6 +325,27 @@ def finished_result(path: Path, data: BeirData) -> dict | None:
     return result if _same_scope(result, data) else None
 
 
+def format_significance(results: dict[str, dict[str, dict]]) -> str:
+    """Paired tests per query (nDCG@10 ×100, seeds pooled): difference [95% CI], p."""
+    lines = []
+    for dataset, rows in results.items():
+        for name, row in rows.items():
+            for key, against in (("vs_start", "untrained start"), ("vs_control", f"{name}{CONTROL_SUFFIX}")):
+                test = row.get(key)
+                if test:
+                    lines.append(
+                        f"| {dataset} | {name} | {against} | {100 * test['mean_difference']:+.1f} "
+                        f"[{100 * test['ci_low']:+.1f}, {100 * test['ci_high']:+.1f}] | {test['p_value']:.3g} |"
+                    )
+    if not lines:
+        return ""
+    header = "| dataset | method | against | Δ nDCG@10 [95% CI] | p |\n|---|---|---|---:|---:|"
+    return (
+        "Paired tests over queries (randomization test and bootstrap CI, scipy; per-query nDCG@10 averaged "
+        "over seeds):\n\n" + header + "\n" + "\n".join(lines)
+    )
+
+
 def format_compare_table(results: dict[str, dict[str, dict]]) -> str:
     methods = list(dict.fromkeys(m for rows in results.values() for m in rows))
     header = "| method | " + " | ".join(f"{d} nDCG@10 | {d} R@100 | {d} train s" for d in results) + " |"
@@ -259,9 +354,11 @@ def format_compare_table(results: dict[str, dict[str, dict]]) -> str:
         cells = []
         for rows in results.values():
             r = rows.get(method)
-            cells += (
-                [f"{100 * r['ndcg@10']:.1f}", f"{100 * r['recall@100']:.1f}", f"{r['train_s']:.0f}"] if r else ["–"] * 3
-            )
+            if r is None:
+                cells += ["–"] * 3
+                continue
+            spread = f" ± {100 * r['ndcg@10_std']:.1f} ({len(r['seeds'])} seeds)" if "seeds" in r else ""
+            cells += [f"{100 * r['ndcg@10']:.1f}{spread}", f"{100 * r['recall@100']:.1f}", f"{r['train_s']:.0f}"]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -286,7 +383,7 @@ def unfinished(config: CompareConfig, results: dict[str, dict[str, dict]]) -> li
     missing = []
     for dataset in config.datasets:
         rows = results.get(dataset.name, {})
-        names = [m for m in (*config.baselines, *config.objectives) if m not in rows]
+        names = [m for m in (*config.baselines, *(row for row, _, _ in config.methods())) if m not in rows]
         if names:
             missing.append(f"{dataset.name}: {', '.join(names)}")
     return missing
@@ -294,8 +391,11 @@ def unfinished(config: CompareConfig, results: dict[str, dict[str, dict]]) -> li
 
 def write_outputs(config: CompareConfig, results: dict[str, dict[str, dict]]) -> None:
     out = Path(config.out)
+    results = {dataset: add_paired_tests(rows) for dataset, rows in results.items()}
     _write_json_atomic(out / "compare.json", {config.track: results})
     table = format_compare_table(results)
+    if tests := format_significance(results):
+        table += "\n\n" + tests
     missing = unfinished(config, results)
     if missing:
         table += "\n\nNot finished yet: " + "; ".join(missing) + "."

@@ -36,8 +36,10 @@ class RetrieverConfig(StrictConfig):
 class DataConfig(StrictConfig):
     train: str | None = None
     max_examples: int | None = Field(None, gt=0)
-    # The control run: each query keeps its candidates and gets another example's target (seeded by `seed`).
+    # The control run: each query keeps its candidates and gets another example's target. The shuffle has
+    # its own seed, so a control's seeds differ in training only (and share one judge signal cache).
     shuffle_targets: bool = False
+    shuffle_seed: int = 0
     limits: TokenLimits = TokenLimits()
 
 

@@ -100,7 +100,7 @@ class Trainer:
         if not examples:
             raise ValueError(f"no usable training examples ({self.stats.summary()})")
         if config.data.shuffle_targets:
-            examples = shuffled_targets(examples, config.seed)
+            examples = shuffled_targets(examples, config.data.shuffle_seed)
         self.examples = examples
         objective_class = get_objective(config.train.objective)
         self.lm = lm
