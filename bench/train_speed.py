@@ -188,8 +188,7 @@ def main() -> None:
     print(
         "DREAM-distill time per step / online DREAM (reuse step): cold "
         f"{seconds['distill-cold'] / seconds['reuse']:.2f}, warm {seconds['distill-warm'] / seconds['reuse']:.3f}; "
-        "whole training over E epochs: "
-        + ", ".join(f"E={e}: {r:.2f}" for e, r in distill_epoch_ratio.items())
+        "whole training over E epochs: " + ", ".join(f"E={e}: {r:.2f}" for e, r in distill_epoch_ratio.items())
     )
     result = {
         "llm": args.llm,

@@ -33,9 +33,7 @@ def test_reuse_step_matches_reference_loss_and_gradient(arch, mode):
 
 
 def objective_loss_and_grads(lm, retriever, examples, heads, reuse, mode="bias"):
-    objective = DreamObjective(
-        lm, retriever, DreamConfig(temperature=0.05, mode=mode, reference_step=not reuse), heads
-    )
+    objective = DreamObjective(lm, retriever, DreamConfig(temperature=0.05, mode=mode, reference_step=not reuse), heads)
     retriever.zero_grad(set_to_none=True)
     tokenized = tokenize_examples(examples, lm.tokenize, TokenLimits(query=32, target=32, doc=48))
     out = objective(examples, tokenized)

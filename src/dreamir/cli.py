@@ -109,7 +109,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from dreamir.trainer import Trainer
 
     config = _config_from_args(args)
-    result = Trainer(config).train(resume=args.resume)
+    result = Trainer(config).train(resume=args.resume, allow_config_change=args.allow_config_change)
     print(
         f"trained {result.steps} steps in {result.seconds:.0f} s; mean batch loss "
         f"{result.loss_start:.4f} (first quarter of steps) → {result.loss_end:.4f} (last quarter)\n"
@@ -270,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: accept settings that differ from the checkpoint's (default: refuse, listing them)",
+    )
     p.add_argument(
         "--reference-step",
         action="store_true",

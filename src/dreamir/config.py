@@ -79,7 +79,6 @@ class TrainConfig(StrictConfig):
     anchor_temperature: float = Field(0.05, gt=0)
 
 
-
 class RunSettings(StrictConfig):
     """The run's own settings; `RunConfig` adds one section per registered objective."""
 

@@ -1,9 +1,10 @@
-"""Writing files so that a reader (or a crash) never sees half of one."""
+"""Writing files and folders so that a reader (or a crash) never sees half of one."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,3 +43,69 @@ def atomic_write(path: str | os.PathLike, content: str | bytes) -> Path:
     with atomic_open(path, "wb" if isinstance(content, bytes) else "w") as handle:
         handle.write(content)
     return Path(path)
+
+
+class FolderRefused(FileExistsError):
+    """The target folder exists and is not one this kind of writer made (it would be destroyed)."""
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Build a folder in a fresh temp folder beside `target`, then swap it in whole.
+
+    `marker` is a file name the writer puts in every folder it makes; an existing `target` is replaced
+    only when it holds that marker (a previous folder of the same kind) or is empty: anything else
+    (a run folder, a home directory, `..`) is refused before any work. A reader sees the old folder or
+    the new one, never a mix; on an error the old folder stays and the temp folder is removed.
+    """
+    target = Path(target)
+    check_replaceable(target, marker)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if not (tmp / marker).exists():
+            raise RuntimeError(f"internal error: {tmp} was written without its marker {marker}")
+        check_replaceable(target, marker)  # still true after the (possibly long) build
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+            os.rename(target, old / "folder")
+        os.rename(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_replaceable(target: Path, marker: str) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise FolderRefused(f"{target} exists and is not a folder; choose another output path")
+    if (target / marker).exists() or not any(target.iterdir()):
+        return
+    raise FolderRefused(
+        f"{target} exists and was not written by this command (no {marker} in it); refusing to replace it — "
+        "choose a new or empty folder, or remove it yourself"
+    )
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str, older_than_s: float = 3600.0) -> int:
+    """Remove temp files/folders this module left beside `folder/name` after a crash (older than
+    `older_than_s`, so a concurrent writer's live temp is kept). Returns how many were removed."""
+    import time
+
+    removed = 0
+    for path in Path(folder).glob(f".{name}.*"):
+        if path.suffix not in (".tmp", ".old"):
+            continue
+        if time.time() - path.stat().st_mtime < older_than_s:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -23,6 +23,7 @@ from dreamir.data.jsonl import write_jsonl_atomic
 from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows, read_corpus
 from dreamir.data.training import load_examples
 from dreamir.eval.evaluate import evaluate_model, format_table, write_report
+from dreamir.eval.significance import paired_test
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.trainer import Trainer, build_retriever
 
@@ -94,6 +95,17 @@ def run_quickstart(run_dir: str = "runs/quickstart", device: str = "cpu", steps:
         f"mean batch loss {result.loss_start:.4f} (first quarter) → {result.loss_end:.4f} (last quarter); "
         f"total {time.perf_counter() - started:.0f} s"
     )
+    test = paired_test(before.per_query, after.per_query)
+    verdict = "significant" if test.p_value < 0.05 else "not significant"
+    print(
+        f"difference in nDCG@10 ×100: {test.describe()} — {verdict} at p < 0.05 "
+        "(paired randomization test over queries; one seed, a demonstration run)"
+    )
     print(f"exported model: {result.retriever_dir}  (load with SentenceTransformer('{result.retriever_dir}'))")
     print(f"report: {report / 'report.md'}")
-    return {"before": before.metrics, "after": after.metrics, "retriever_dir": str(result.retriever_dir)}
+    return {
+        "before": before.metrics,
+        "after": after.metrics,
+        "paired_test": test.as_dict(),
+        "retriever_dir": str(result.retriever_dir),
+    }

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -173,7 +172,7 @@ class Trainer:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "python": random.getstate(),
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_state_to_safe(np.random.get_state()),
             },
             "config": self.config.model_dump(),
         }
@@ -188,11 +187,12 @@ class Trainer:
         found = sorted(self.run_dir.glob("checkpoints/step-*.pt"))
         return found[-1] if found else None
 
-    def resume(self) -> bool:
-        path = self.latest_checkpoint()
-        if path is None:
+    def resume(self, allow_config_change: bool = False) -> bool:
+        loaded = load_checkpoint(self.run_dir)
+        if loaded is None:
             return False
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        path, state = loaded
+        check_resumed_config(state.get("config", {}), self.config.model_dump(), path, allow_config_change)
         self.retriever.load_trainable_state(state["retriever"])
         with torch.no_grad():
             for name, value in state.get("objective", {}).items():
@@ -200,8 +200,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(_as_tuples(state["rng"]["python"]))
+        np.random.set_state(_numpy_state_from_safe(state["rng"]["numpy"]))
         self.step = int(state["step"])
         if self.group.is_main:
             self._truncate_log(self.step)
@@ -225,16 +225,16 @@ class Trainer:
         return [row["loss"] for row in sorted(rows, key=lambda row: row["step"]) if row["step"] <= self.step]
 
     # ------------------------------------------------------------------ loop
-    def train(self, resume: bool = False) -> TrainResult:
+    def train(self, resume: bool = False, allow_config_change: bool = False) -> TrainResult:
         tc = self.config.train
-        if self.group.is_main:
-            dump_config(self.config, self.run_dir / "config.yaml")
         if resume:
-            self.resume()
+            self.resume(allow_config_change)  # before config.yaml is written: a refused resume changes nothing
         elif self.latest_checkpoint() is not None:
             raise FileExistsError(
                 f"{self.run_dir} already has checkpoints; pass --resume to continue it or choose another run_dir"
             )
+        if self.group.is_main:
+            dump_config(self.config, self.run_dir / "config.yaml")
         if self.group.is_main:
             print(
                 f"[dreamir] {len(self.examples)} training examples; data: {self.stats.summary()}; "
@@ -323,6 +323,65 @@ class Trainer:
         return totals
 
 
+# Settings a resumed run may change: they do not alter what the finished steps computed.
+RESUME_SAFE_KEYS = ("run_dir", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "device")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def check_resumed_config(saved: dict, current: dict, path: Path, allow_change: bool) -> None:
+    """Refuse to resume with settings that differ from the checkpoint's, except RESUME_SAFE_KEYS."""
+    before, after = _flatten(saved), _flatten(current)
+    changed = sorted(
+        key
+        for key in before.keys() | after.keys()
+        if before.get(key) != after.get(key) and not key.startswith(RESUME_SAFE_KEYS)
+    )
+    if changed and not allow_change:
+        details = "; ".join(f"{k}: {before.get(k)!r} → {after.get(k)!r}" for k in changed[:10])
+        raise ValueError(
+            f"--resume with a configuration that differs from the checkpoint {path} in {len(changed)} key(s): "
+            f"{details}. Resume with the run's own settings, start a new run_dir, or pass --allow-config-change"
+        )
+    if changed:
+        log.warning("resuming %s with changed settings: %s", path, ", ".join(changed))
+
+
+def load_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads (weights only: a checkpoint never runs code), or None if there
+    is none. A truncated or corrupt newer one is skipped with a warning naming it."""
+    for path in sorted(run_dir.glob("checkpoints/step-*.pt"), reverse=True):
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated zip, a foreign pickle: either way not ours to trust
+            print(f"[dreamir] warning: skipping unreadable checkpoint {path} ({type(err).__name__}: {err})")
+    return None
+
+
+def _numpy_state_to_safe(state: tuple) -> tuple:
+    name, keys, position, has_gauss, cached = state
+    return (name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(position), int(has_gauss), float(cached))
+
+
+def _numpy_state_from_safe(state) -> tuple:
+    name, keys, position, has_gauss, cached = state
+    return (name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached)
+
+
+def _as_tuples(value):
+    """random.setstate wants the nested tuples it gave (a loaded checkpoint may hold lists)."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Export a run's latest checkpoint (or its final retriever) as a sentence-transformers folder."""
     from dreamir.config import load_config
@@ -331,18 +390,14 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a dreamir run (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
-    found = sorted(run_dir.glob("checkpoints/step-*.pt"))
-    if not found:
+    loaded = load_checkpoint(run_dir)
+    if loaded is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
     retriever = build_retriever(config)
-    state = torch.load(found[-1], map_location="cpu", weights_only=False)
-    retriever.load_trainable_state(state["retriever"])
+    retriever.load_trainable_state(loaded[1]["retriever"])
     return export_with_heads(retriever, run_dir, out)
 
 
 def export_with_heads(retriever: Retriever, run_dir: Path, out: str | os.PathLike) -> Path:
-    path = retriever.export(out)
-    heads = run_dir / "heads.json"
-    if heads.exists():  # keep H with the trained model (METHOD §1.4)
-        shutil.copyfile(heads, Path(path) / "dreamir_heads.json")
-    return path
+    heads = run_dir / "heads.json"  # keep H with the trained model (METHOD §1.4)
+    return retriever.export(out, {"dreamir_heads.json": heads} if heads.exists() else None)

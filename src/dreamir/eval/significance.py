@@ -32,9 +32,7 @@ class PairedTest:
         )
 
 
-def paired_test(
-    a: Mapping[str, float], b: Mapping[str, float], resamples: int = 10_000, seed: int = 0
-) -> PairedTest:
+def paired_test(a: Mapping[str, float], b: Mapping[str, float], resamples: int = 10_000, seed: int = 0) -> PairedTest:
     """Compare per-query scores `b` against `a` over the queries both have."""
     from scipy import stats
 

@@ -62,9 +62,7 @@ def target_nll(
     return (nll * mask).sum(1) / mask.sum(1)
 
 
-def document_region_kv(
-    lm: FrozenLM, packed: PackedBatch, rows: list[int]
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def document_region_kv(lm: FrozenLM, packed: PackedBatch, rows: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer (keys, values) of the sink + document region of the given batch rows, no graph."""
     from transformers import DynamicCache
 

@@ -8,8 +8,10 @@ embeddings, query/passage prefixes included (saved as the "query"/"document" pro
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -18,7 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from dreamir.files import atomic_folder
 from dreamir.settings import LoraConfig
+
+EXPORT_MARKER = "dreamir_export.json"  # written into every exported folder: only such folders are replaced
 
 log = logging.getLogger(__name__)
 
@@ -183,21 +188,24 @@ class Retriever(nn.Module):
         return [len(x) for x in ids["input_ids"]]
 
     # ----------------------------------------------------------------- export
-    def export(self, path: str | os.PathLike) -> Path:
-        """Write a sentence-transformers folder (LoRA merged) that reproduces `encode`."""
+    def export(self, path: str | os.PathLike, extra_files: dict[str, Path] | None = None) -> Path:
+        """Write a sentence-transformers folder (LoRA merged) that reproduces `encode`.
+
+        The folder is built aside and swapped in whole; an existing `path` is replaced only if it is
+        an earlier export (it holds EXPORT_MARKER) or empty, anything else is refused. `extra_files`
+        (name → source file) are copied into it.
+        """
         path = Path(path)
         st = copy.deepcopy(self.st)
         backbone = st[0]
         if hasattr(backbone.model, "merge_and_unload"):
             backbone.model = backbone.model.merge_and_unload()
         st.prompts = {"query": self.query_prefix, "document": self.doc_prefix}
-        tmp = path.with_name(path.name + ".tmp-export")
-        st.save(str(tmp))
-        if path.exists():
-            import shutil
-
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with atomic_folder(path, EXPORT_MARKER) as tmp:
+            st.save(str(tmp))
+            for name, source in (extra_files or {}).items():
+                shutil.copyfile(source, tmp / name)
+            (tmp / EXPORT_MARKER).write_text(json.dumps({"format": 1, "source": self.source}) + "\n")
         return path
 
 
