@@ -119,3 +119,145 @@ def test_checkpoints_hold_only_weights_only_types(tmp_path, tiny_llm_dir, tiny_e
     trainer.train()
     state = torch.load(tmp_path / "run" / "checkpoints" / "step-0000002.pt", weights_only=True)
     assert state["step"] == 2 and json.dumps(state["config"])
+
+
+# the malformed-input generator, over every JSONL loader ---------------------------------------------
+def _loaders():
+    from dreamir.data.beir import load_corpus, load_queries
+    from dreamir.data.text import read_corpus, read_qa_pairs
+    from dreamir.data.training import DataStats, load_examples
+
+    corpus_rows = [{"_id": "d1", "title": "T", "text": "one"}, {"_id": "d2", "title": "", "text": "two"}]
+    return {
+        "beir corpus": (lambda p: load_corpus(p, DataStats()), corpus_rows, {"_id": "id", "text": "str"}),
+        "beir queries": (
+            lambda p: load_queries(p, DataStats()),
+            [{"_id": "q1", "text": "a"}, {"_id": "q2", "text": "b"}],
+            {"_id": "id", "text": "str"},
+        ),
+        "build-data corpus": (lambda p: read_corpus(p, DataStats()), corpus_rows, {"text": "str"}),
+        "qa pairs": (
+            lambda p: read_qa_pairs(p, DataStats()),
+            [{"question": "q", "answer": "a"}, {"question": "r", "answer": "b"}],
+            {"question": "str", "answer": "str"},
+        ),
+        "training examples": (
+            lambda p: load_examples(p),
+            [
+                {"query": "q", "target": "y", "candidates": ["a", "b"], "positive": 0},
+                {"query": "r", "target": "z", "candidates": ["c"]},
+            ],
+            {"query": "str", "target": "str", "candidates": "str_list", "positive": "int?"},
+        ),
+    }
+
+
+def _cases():
+    from .malformed import jsonl_cases
+
+    for loader, (_, good, fields) in _loaders().items():
+        for case in jsonl_cases(good, fields):
+            yield pytest.param(loader, case, id=f"{loader}: {case.name}")
+
+
+@pytest.mark.parametrize(("loader", "case"), list(_cases()))
+def test_every_jsonl_loader_names_file_line_and_field_for_malformed_input(tmp_path, loader, case):
+    from dreamir.data.jsonl import DataError
+
+    load = _loaders()[loader][0]
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(case.content)
+    if case.expect == "ok":
+        load(path)
+        return
+    with pytest.raises(DataError) as err:
+        load(path)
+    message = str(err.value)
+    assert str(path) in message and f"line {case.line}" in message, message
+    if case.field:
+        assert f"'{case.field}'" in message, message
+
+
+# BEIR ids, qrels and training positives ---------------------------------------------------------------
+def test_beir_ids_are_normalised_the_same_way_in_corpus_queries_and_qrels(tmp_path):
+    from dreamir.data.beir import load_beir
+
+    from .test_beir_and_eval import make_beir
+
+    corpus = [{"_id": " d1 ", "text": "vitamin c scurvy"}, {"_id": "d2", "text": "heart"}]
+    queries = [{"_id": "q1 ", "text": "scurvy"}]
+    data = load_beir(make_beir(tmp_path / "b", corpus, queries, "query-id\tcorpus-id\tscore\nq1\t d1\t1\n"), "test")
+    assert (
+        data.qrels == {"q1": {"d1": 1}}
+        and "d1" in data.corpus
+        and not data.stats.counts.get("qrels_skipped_unknown_document")
+    )
+
+
+@pytest.mark.parametrize(
+    ("qrels", "message"),
+    [
+        ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t2\n", "line 3: field 'score': conflicting duplicate"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\t0\nq2\td2\t-1\n", "no judgement has a positive score"),
+        ("query-id\tcorpus-id\tscore\nq1\td 1\t1\n", "line 2: field 'corpus-id': id 'd 1' contains whitespace"),
+    ],
+)
+def test_qrels_conflicts_non_positive_scores_and_untrec_ids_are_errors(tmp_path, qrels, message):
+    from dreamir.data.beir import load_beir
+    from dreamir.data.jsonl import DataError
+
+    from .test_beir_and_eval import make_beir
+
+    with pytest.raises(DataError, match=message):
+        load_beir(make_beir(tmp_path / "b", qrels=qrels), "test")
+
+
+def test_qrels_with_a_bom_and_empty_queries_get_the_right_message(tmp_path):
+    from dreamir.data.beir import load_beir
+    from dreamir.data.jsonl import DataError
+
+    from .test_beir_and_eval import QRELS, make_beir
+
+    assert load_beir(make_beir(tmp_path / "a", qrels="\ufeff" + QRELS), "test").qrels["q1"] == {"d1": 1}
+    with pytest.raises(DataError, match=r"queries.jsonl: no queries"):
+        load_beir(make_beir(tmp_path / "b", queries_raw=b""), "test")
+
+
+def test_positive_true_and_a_positive_on_an_empty_candidate_are_errors(tmp_path):
+    from dreamir.data.jsonl import DataError
+    from dreamir.data.training import load_examples
+
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"query": "q", "target": "y", "candidates": ["a", "b"], "positive": True}) + "\n")
+    with pytest.raises(DataError, match=r"line 1: field 'positive': must be an integer index"):
+        load_examples(path)
+    path.write_text(json.dumps({"query": "q", "target": "y", "candidates": ["a", " "], "positive": 1}) + "\n")
+    with pytest.raises(DataError, match=r"line 1: field 'positive': points at candidate 1, which is empty"):
+        load_examples(path)
+
+
+# numeric arguments are checked at the boundary ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build-data", "--corpus", "c", "--out", "o", "--chunk-words", "0"],
+        ["build-data", "--corpus", "c", "--out", "o", "--candidates", "-3"],
+        ["build-data", "--corpus", "c", "--out", "o", "--max-examples", "0"],
+        ["train", "--max-steps", "0"],
+    ],
+)
+def test_non_positive_counts_are_refused_by_the_argument_parser(argv, capsys):
+    from dreamir.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "must be positive" in capsys.readouterr().err
+
+
+def test_bad_heads_count_and_bad_yaml_in_set_are_messages(capsys):
+    from dreamir.cli import main
+
+    assert main(["train", "--set", "heads.count=-1"]) == 2
+    assert "heads.count: Value error, a positive number of heads or 'all', got -1" in capsys.readouterr().err
+    assert main(["train", "--set", "train.lr=[1,"]) == 2
+    assert "--set train.lr=[1,: the value is not valid YAML" in capsys.readouterr().err

@@ -135,14 +135,22 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"exported sentence-transformers model to {path}")
 
 
-def _positive_int(text: str) -> int:
+def _bounded_int(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {'positive' if minimum == 1 else f'≥ {minimum}'}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _bounded_int(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _bounded_int(text, 0)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -221,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="build data, select heads, train DREAM and compare before/after")
     p.add_argument("--run-dir", default="runs/quickstart")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: fits ~4 min on 2 cores)")
+    p.add_argument("--steps", type=_positive_int, help="optimiser steps (default: fits ~4 min on 2 cores)")
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("build-data", help="self-supervised training examples from an unlabelled corpus")
@@ -234,10 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="halves",
         help="how q and y are cut from a document (README 'Training data'); ignored with --qa",
     )
-    p.add_argument("--target-words", type=int, default=32, help="words of y for the title and spans recipes")
-    p.add_argument("--candidates", type=int, default=8)
-    p.add_argument("--chunk-words", type=int, default=96)
-    p.add_argument("--max-examples", type=int, default=None)
+    p.add_argument("--target-words", type=_positive_int, default=32, help="words of y for the title and spans recipes")
+    p.add_argument("--candidates", type=_positive_int, default=8)
+    p.add_argument("--chunk-words", type=_positive_int, default=96)
+    p.add_argument("--max-examples", type=_positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_data)
 
@@ -249,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--method", choices=["gradient", "attention"], default="gradient")
     p.add_argument("--k", default="16", help="heads to keep (a number or 'all')")
-    p.add_argument("--num-examples", type=int, default=64)
-    p.add_argument("--candidates", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--num-examples", type=_positive_int, default=64)
+    p.add_argument("--candidates", type=_positive_int, default=8)
+    p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32")
@@ -265,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever")
     p.add_argument("--data")
     p.add_argument("--heads")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=_positive_int)
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--seed", type=int)
@@ -282,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--document-cache-mb",
-        type=int,
+        type=_non_negative_int,
         help="keep up to this many MB of document keys/values across epochs (DREAM reuse step; 0 = off)",
     )
     p.add_argument("--document-cache-dir", help="keep the document cache in this folder instead of memory")
@@ -320,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     zs = p.add_argument_group("zero-shot LLM retrievers (--model promptreps:NAME / diffretriever:NAME)")
     zs.add_argument("--mode", choices=["dense", "sparse", "hybrid", "multivector"], default="dense")
-    zs.add_argument("--k", dest="words", type=int, help="words: DiffRetriever's mask tokens (4), PromptReps' (1)")
+    zs.add_argument(
+        "--k", dest="words", type=_positive_int, help="words: DiffRetriever's mask tokens (4), PromptReps' (1)"
+    )
     zs.add_argument("--templates", help="prompt templates YAML (default: the packaged zeroshot_templates.yaml)")
     zs.add_argument("--trust-remote-code", action="store_true", help="allow Dream / LLaDA remote model code")
     zs.add_argument("--device", default="cpu")
@@ -351,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="query an index built by `dreamir index`")
     p.add_argument("--index", required=True)
     p.add_argument("query")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=_positive_int, default=10)
     p.set_defaults(func=_cmd_search)
     return parser
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, Field, ValidationError, create_model, field_validator, model_validator
 
 from dreamir.objectives import OBJECTIVES, get_objective
 from dreamir.settings import LoraConfig, StrictConfig, TokenLimits
@@ -48,6 +48,13 @@ class HeadsConfig(StrictConfig):
     count: int | Literal["all"] = 16
     scoring: Literal["gradient", "attention"] = "gradient"
     detection_examples: int = Field(32, gt=0)
+
+    @field_validator("count")
+    @classmethod
+    def _positive_count(cls, count: int | str) -> int | str:
+        if isinstance(count, int) and count < 1:
+            raise ValueError(f"a positive number of heads or 'all', got {count}")
+        return count
 
 
 def _known_objective(name: str) -> str:
@@ -166,7 +173,11 @@ def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
     key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"--set {item}: the value is not valid YAML ({reason})") from None
 
 
 def dump_config(config: RunConfig, path: str | os.PathLike) -> None:

@@ -34,13 +34,26 @@ class BeirData:
         return list(self.corpus)
 
 
-def _read_id(path, line: int, obj: dict) -> str:
-    value = obj.get("_id")
-    if isinstance(value, int):
+def normalise_id(value: object, path, line: int | None, field: str) -> str:
+    """One rule for every id (corpus, queries, qrels): an int or a string, surrounding whitespace
+    stripped; refused when empty, when it holds whitespace (a TREC run line cannot carry it) or a
+    lone surrogate (no UTF-8 form: trec_eval would crash on it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    if not isinstance(value, str) or not value:
-        raise DataError(path, line, "missing, empty or not a string", "_id")
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(path, line, "missing, empty or not a string", field)
+    value = value.strip()
+    if any(ch.isspace() for ch in value):
+        raise DataError(path, line, f"id {value!r} contains whitespace, which TREC run files cannot carry", field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(path, line, f"id {value!r} is not valid Unicode (a lone surrogate)", field) from None
     return value
+
+
+def _read_id(path, line: int, obj: dict) -> str:
+    return normalise_id(obj.get("_id"), path, line, "_id")
 
 
 def load_corpus(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
@@ -91,7 +104,7 @@ def load_qrels(path: str | os.PathLike) -> list[tuple[int, str, str, int]]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 raise DataError(path, number, "not valid UTF-8") from None
             if not line.strip():
@@ -109,7 +122,8 @@ def load_qrels(path: str | os.PathLike) -> list[tuple[int, str, str, int]]:
                 score = int(cols[2])
             except ValueError:
                 raise DataError(path, number, f"not an integer: {cols[2]!r}", "score") from None
-            rows.append((number, cols[0].strip(), cols[1].strip(), score))
+            query_id = normalise_id(cols[0], path, number, "query-id")
+            rows.append((number, query_id, normalise_id(cols[1], path, number, "corpus-id"), score))
     return rows
 
 
@@ -125,16 +139,39 @@ def load_beir(folder: str | os.PathLike, split: str = "test") -> BeirData:
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise FileNotFoundError(f"no qrels for split '{split}' in {folder} (available: {available or 'none'})")
     qrels: dict[str, dict[str, int]] = {}
-    for _, query_id, doc_id, score in load_qrels(qrels_path):
+    first_line: dict[tuple[str, str], int] = {}
+    for number, query_id, doc_id, score in load_qrels(qrels_path):
         if query_id not in queries:
             stats.add("qrels_skipped_unknown_query")
             continue
         if doc_id not in corpus:
             stats.add("qrels_skipped_unknown_document")
             continue
-        qrels.setdefault(query_id, {})[doc_id] = score
+        if score < 0:
+            stats.add("qrels_negative_scores")
+        docs = qrels.setdefault(query_id, {})
+        if doc_id in docs:
+            if docs[doc_id] != score:
+                raise DataError(
+                    qrels_path,
+                    number,
+                    f"conflicting duplicate judgement of ({query_id}, {doc_id}): score {score} here, "
+                    f"{docs[doc_id]} on line {first_line[(query_id, doc_id)]}",
+                    "score",
+                )
+            stats.add("qrels_duplicate_rows")
+            continue
+        first_line[(query_id, doc_id)] = number
+        docs[doc_id] = score
     stats.add("queries_without_qrels", sum(1 for q in queries if q not in qrels))
+    no_relevant = [q for q, docs in qrels.items() if max(docs.values()) <= 0]
+    if no_relevant:
+        stats.add("queries_without_relevant_documents", len(no_relevant))
+    if qrels and len(no_relevant) == len(qrels):
+        raise DataError(qrels_path, None, "no judgement has a positive score: every metric would be 0", "score")
     judged = {q: t for q, t in queries.items() if q in qrels}
+    if not queries:
+        raise DataError(folder / "queries.jsonl", None, "no queries (the file is empty or every query's text is)")
     if not judged:
         raise DataError(qrels_path, None, "no query of this split has both a text and a judged document")
     return BeirData(folder.name, corpus, judged, qrels, stats)

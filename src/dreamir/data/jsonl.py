@@ -29,7 +29,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM is an editor's, not data
             except UnicodeDecodeError as err:
                 raise DataError(path, number, f"not valid UTF-8 (byte offset {err.start} in the line)") from None
             if not line.strip():

@@ -63,8 +63,13 @@ def load_examples(path: str | os.PathLike, stats: DataStats | None = None) -> li
         if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
             raise DataError(path, line, "expected a list of strings", "candidates")
         positive = obj.get("positive")
-        if positive is not None and (not isinstance(positive, int) or not 0 <= positive < len(raw)):
-            raise DataError(path, line, f"must be an index into candidates (0..{len(raw) - 1})", "positive")
+        if positive is not None and (
+            isinstance(positive, bool) or not isinstance(positive, int) or not 0 <= positive < len(raw)
+        ):
+            problem = f"must be an integer index into candidates (0..{len(raw) - 1}), got {positive!r}"
+            raise DataError(path, line, problem, "positive")
+        if positive is not None and not raw[positive].strip():
+            raise DataError(path, line, f"points at candidate {positive}, which is empty", "positive")
         source = obj.get("source")
         if source is not None and not isinstance(source, str):
             raise DataError(path, line, f"expected a string, got {type(source).__name__}", "source")
