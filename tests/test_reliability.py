@@ -261,3 +261,120 @@ def test_bad_heads_count_and_bad_yaml_in_set_are_messages(capsys):
     assert "heads.count: Value error, a positive number of heads or 'all', got -1" in capsys.readouterr().err
     assert main(["train", "--set", "train.lr=[1,"]) == 2
     assert "--set train.lr=[1,: the value is not valid YAML" in capsys.readouterr().err
+
+
+# index: swapped whole, verified on load, tied to its model ----------------------------------------------
+def _index(folder, model, out, env=None):
+    from .test_trainer import dreamir
+
+    return dreamir("index", "--data", str(folder), "--model", str(model), "--out", str(out), env_extra=env, check=False)
+
+
+def _search_ids(index) -> list[str]:
+    from .test_trainer import dreamir
+
+    proc = dreamir("search", "--index", str(index), "vitamin c deficiency causes scurvy", "-k", "3")
+    return [line.split()[2] for line in proc.stdout.strip().splitlines()]
+
+
+def test_sigkill_at_every_file_operation_of_index_leaves_the_old_or_the_new_index(tmp_path, tiny_encoder_dir):
+    """Kill `dreamir index` over an existing index at each of its file operations: search then answers
+    with the old index (old corpus) or the new one, never a mix, and never silently."""
+    from .test_beir_and_eval import CORPUS, QUERIES, make_beir
+
+    old_data = make_beir(tmp_path / "old", CORPUS, QUERIES)
+    new_corpus = [{"_id": f"n{i}", "title": "", "text": d["text"]} for i, d in enumerate([*CORPUS, *CORPUS])]
+    new_data = make_beir(tmp_path / "new", new_corpus, QUERIES, "query-id\tcorpus-id\tscore\nq1\tn0\t1\n")
+    index = tmp_path / "idx"
+    assert _index(old_data, tiny_encoder_dir, index).returncode == 0
+    old_ids = _search_ids(index)
+    assert old_ids and all(i.startswith("d") for i in old_ids)
+    outcomes = set()
+    for op in range(1, 8):
+        proc = _index(new_data, tiny_encoder_dir, index, {"DREAMIR_KILL_AT_FILE_OP": str(op)})
+        ids = _search_ids(index)
+        assert ids in (old_ids, [i for i in ids if i.startswith("n")]) and ids, (op, ids)
+        outcomes.add("killed" if proc.returncode == -9 else "finished")
+        if proc.returncode == 0:  # past the last operation: put the old index back for the next kill
+            assert _index(old_data, tiny_encoder_dir, index).returncode == 0
+    assert outcomes == {"killed", "finished"}
+
+
+def test_an_index_mixed_from_two_saves_or_searched_with_another_model_is_refused(tmp_path, tiny_encoder_dir):
+    import shutil
+
+    from dreamir.eval.indexing import search_index
+
+    from .test_beir_and_eval import make_beir
+
+    data = make_beir(tmp_path / "b")
+    assert _index(data, tiny_encoder_dir, tmp_path / "idx").returncode == 0
+    ids = json.loads((tmp_path / "idx" / "ids.json").read_text())
+    (tmp_path / "idx" / "ids.json").write_text(json.dumps(ids[1:] + ids[:1]))  # ids shifted by one
+    with pytest.raises(ValueError, match=r"ids.json does not match the checksum"):
+        search_index(tmp_path / "idx", "scurvy")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_encoder_dir, model)
+    assert _index(data, model, tmp_path / "idx2").returncode == 0
+    state = model / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(state)
+    save_file({k: v + 0.01 for k, v in weights.items()}, state)  # the model folder replaced after indexing
+    with pytest.raises(ValueError, match=r"is not the one .* was built with"):
+        search_index(tmp_path / "idx2", "scurvy")
+    assert search_index(tmp_path / "idx2", "scurvy", force=True)
+
+
+# the embedding cache checks its entries -----------------------------------------------------------------
+def test_a_damaged_embedding_cache_entry_is_named_dropped_and_reencoded(tmp_path, tiny_encoder_dir, capsys):
+    import numpy as np
+
+    from dreamir.eval.cache import encode_cached
+    from dreamir.models.retriever import Retriever
+
+    retriever = Retriever.load(str(tiny_encoder_dir))
+    texts = ["vitamin c", "the heart", "brain energy", "gene study"]
+    fresh = encode_cached(retriever, texts, "document", folder=tmp_path)
+    (entry,) = tmp_path.glob("*.npy")
+    np.save(entry, np.asarray(fresh)[::-1])  # permuted rows, same shape
+    again = encode_cached(retriever, texts, "document", folder=tmp_path)
+    assert np.allclose(again, fresh) and f"dropping embedding cache entry {entry}" in capsys.readouterr().out
+    entry.write_bytes(b"")  # zero bytes
+    assert np.allclose(encode_cached(retriever, texts, "document", folder=tmp_path), fresh)
+    assert np.allclose(encode_cached(retriever, texts, "document", folder=tmp_path), fresh)  # healed
+    assert "dropping" in capsys.readouterr().out
+
+
+# unknown models fail fast; eval checks its inputs before working --------------------------------------
+def test_an_unknown_model_name_fails_within_seconds_naming_the_aliases(tmp_path, capsys):
+    import time
+
+    from dreamir.cli import main
+
+    from .test_beir_and_eval import make_beir
+
+    start = time.perf_counter()
+    assert main(["eval", "--data", str(make_beir(tmp_path / "b")), "--model", "bm26"]) == 2
+    assert time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert "model 'bm26' is not a local folder" in err and "all-minilm-l6-v2" in err
+    (tmp_path / "report.md").write_text("x")
+    assert main(["eval", "--data", str(tmp_path / "b"), "--model", "bm25", "--out", str(tmp_path / "report.md")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_temp_files_left_by_a_crash_are_removed_by_the_next_write(tmp_path):
+    import os
+    import time
+
+    from dreamir.files import atomic_write
+
+    stale = tmp_path / ".out.json.abc123.tmp"
+    stale.write_text("half")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    live = tmp_path / ".out.json.def456.tmp"  # another writer's, just now: kept
+    live.write_text("in progress")
+    atomic_write(tmp_path / "out.json", "{}")
+    assert not stale.exists() and live.exists() and (tmp_path / "out.json").read_text() == "{}"

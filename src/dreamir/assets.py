@@ -7,6 +7,7 @@ machine with hub access can load.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -102,7 +103,40 @@ def resolve_model(spec: str) -> ModelSource:
         return ModelSource(str(path.resolve()))
     if spec.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model path not found: {spec}")
+    if not _in_hub_cache(spec) and not hub_reachable():
+        raise FileNotFoundError(
+            f"model '{spec}' is not a local folder or file, not an alias ({', '.join(ALIASES)}), not in the "
+            "Hugging Face cache, and the hub cannot be reached from this machine"
+        )
     return ModelSource(spec)
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return any(
+            isinstance(try_to_load_from_cache(name, filename), str) for filename in ("config.json", "modules.json")
+        )
+    except ValueError:  # not a valid repo id
+        return False
+
+
+@functools.cache
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within a few seconds (never when HF_HUB_OFFLINE=1),
+    so that a typo fails at once instead of after a minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def alias_available(alias: str) -> bool:

@@ -154,13 +154,30 @@ def _non_negative_int(text: str) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from dreamir.data.beir import load_beir, sample_corpus
-    from dreamir.eval.evaluate import evaluate_model, format_paired_tests, format_table, write_report
+    from pathlib import Path
 
+    from dreamir.assets import resolve_model
+    from dreamir.data.beir import load_beir, sample_corpus
+    from dreamir.eval.evaluate import (
+        evaluate_model,
+        format_paired_tests,
+        format_table,
+        resolve_model_spec,
+        write_report,
+    )
+    from dreamir.zeroshot.retrieval import parse_zero_shot_spec
+
+    # Fail before loading data or encoding anything: the output must be a folder, every model must exist.
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise FileExistsError(f"--out {args.out} is a file; give a folder for the report")
+    for model in args.model:
+        parsed = parse_zero_shot_spec(model)
+        if model != "bm25":
+            resolve_model(parsed[1] if parsed else resolve_model_spec(model))
     data = load_beir(args.data, args.split)
     if args.sample_docs:
         data = sample_corpus(data, args.sample_docs, args.sample_seed)
-    from dreamir.zeroshot.retrieval import ZeroShotOptions, parse_zero_shot_spec
+    from dreamir.zeroshot.retrieval import ZeroShotOptions
 
     zero_shot = ZeroShotOptions(args.mode, args.words, args.templates, args.device, args.trust_remote_code)
     results = [
@@ -211,7 +228,7 @@ def _cmd_index(args: argparse.Namespace) -> None:
 def _cmd_search(args: argparse.Namespace) -> None:
     from dreamir.eval.indexing import search_index
 
-    for rank, hit in enumerate(search_index(args.index, args.query, args.k), start=1):
+    for rank, hit in enumerate(search_index(args.index, args.query, args.k, force=args.force), start=1):
         print(f"{rank:3d}  {hit['score']:.4f}  {hit['doc_id']}  {hit['snippet']}")
 
 
@@ -362,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True)
     p.add_argument("query")
     p.add_argument("-k", type=_positive_int, default=10)
+    p.add_argument("--force", action="store_true", help="search even if the model changed since indexing")
     p.set_defaults(func=_cmd_search)
     return parser
 

@@ -13,6 +13,32 @@ from typing import IO
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# Fault injection for the kill tests: SIGKILL this process at its Nth file operation (writers call
+# `fault_point` before each write and rename), like the trainer's DREAMIR_KILL_AT_STEP.
+FAULT_ENV = "DREAMIR_KILL_AT_FILE_OP"
+_operations = 0
+
+
+def fault_point() -> None:
+    global _operations
+    at = os.environ.get(FAULT_ENV)
+    if at:
+        _operations += 1
+        if _operations == int(at):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
@@ -24,6 +50,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every result private to its writer
     try:
@@ -50,27 +77,36 @@ class FolderRefused(FileExistsError):
 
 
 @contextlib.contextmanager
-def atomic_folder(target: str | os.PathLike, marker: str) -> Iterator[Path]:
+def atomic_folder(target: str | os.PathLike, marker: str, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Build a folder in a fresh temp folder beside `target`, then swap it in whole.
 
     `marker` is a file name the writer puts in every folder it makes; an existing `target` is replaced
     only when it holds that marker (a previous folder of the same kind) or is empty: anything else
     (a run folder, a home directory, `..`) is refused before any work. A reader sees the old folder or
     the new one, never a mix; on an error the old folder stays and the temp folder is removed.
+    Entries named in `keep` (e.g. a sharded build's parts) move from the old folder into the new one.
     """
     target = Path(target)
-    check_replaceable(target, marker)
+    recover_interrupted_swap(target, marker)
+    check_replaceable(target, marker, keep)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target.parent, target.name)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
         if not (tmp / marker).exists():
             raise RuntimeError(f"internal error: {tmp} was written without its marker {marker}")
-        check_replaceable(target, marker)  # still true after the (possibly long) build
+        check_replaceable(target, marker, keep)  # still true after the (possibly long) build
+        for name in keep:
+            if (target / name).exists() and not (tmp / name).exists():
+                fault_point()
+                os.rename(target / name, tmp / name)
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+            fault_point()
             os.rename(target, old / "folder")
+        fault_point()
         os.rename(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -79,12 +115,25 @@ def atomic_folder(target: str | os.PathLike, marker: str) -> Iterator[Path]:
         raise
 
 
-def check_replaceable(target: Path, marker: str) -> None:
+def recover_interrupted_swap(target: str | os.PathLike, marker: str) -> None:
+    """After a crash between the two renames of `atomic_folder`, `target` is missing: put the finished
+    new folder in its place (a temp folder holding the marker), else the old one. Readers call this."""
+    target = Path(target)
+    if target.exists() or not target.parent.is_dir():
+        return
+    finished = sorted(target.parent.glob(f".{target.name}.*.tmp"), key=lambda p: p.stat().st_mtime)
+    finished = [p for p in finished if (p / marker).exists()]
+    old = [p / "folder" for p in target.parent.glob(f".{target.name}.*.old") if (p / "folder" / marker).exists()]
+    for candidate in finished[-1:] or old[-1:]:
+        os.rename(candidate, target)
+
+
+def check_replaceable(target: Path, marker: str, keep: tuple[str, ...] = ()) -> None:
     if not target.exists():
         return
     if not target.is_dir():
         raise FolderRefused(f"{target} exists and is not a folder; choose another output path")
-    if (target / marker).exists() or not any(target.iterdir()):
+    if (target / marker).exists() or all(entry.name in keep for entry in target.iterdir()):
         return
     raise FolderRefused(
         f"{target} exists and was not written by this command (no {marker} in it); refusing to replace it — "

@@ -2,7 +2,8 @@
 
 A second `eval`/`index` of the same model over the same corpus reads the vectors back (a
 memory-mapped .npy) instead of re-encoding. The key hashes the retriever's parameters, so a
-retrained model never hits a stale entry.
+retrained model never hits a stale entry; each entry's checksum (KEY.npy.sha256) is checked on every
+read, so a damaged entry is dropped and re-encoded instead of trusted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from dreamir.assets import cache_dir
-from dreamir.files import atomic_open
+from dreamir.files import atomic_open, atomic_write, file_sha256
 from dreamir.models.retriever import Retriever, TextKind
 
 
@@ -59,11 +60,39 @@ def encode_cached(
     folder = folder or cache_dir() / "embeddings"
     key = f"{retriever_fingerprint(retriever)}-{texts_fingerprint(texts)}-{kind}"
     path = folder / f"{key}.npy"
-    if path.exists():
-        cached = np.load(path, mmap_mode="r")
-        if cached.shape == (len(texts), retriever.dim):
-            return cached
+    cached = _read_entry(path, (len(texts), retriever.dim))
+    if cached is not None:
+        return cached
     vectors = retriever.encode(texts, kind, batch_size, show_progress)
     with atomic_open(path, "wb") as handle:
         np.save(handle, vectors)
+    atomic_write(_checksum_path(path), file_sha256(path))  # written after the entry: no checksum, no trust
     return vectors
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_entry(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """A cache entry whose bytes match the checksum stored with it; a damaged one (truncated, edited,
+    rows permuted, no checksum) is reported by name, removed, and re-encoded by the caller."""
+    if not path.exists():
+        return None
+    checksum = _checksum_path(path)
+    problem = None
+    if not checksum.exists() or checksum.read_text().strip() != file_sha256(path):
+        problem = "its checksum does not match (damaged or changed)"
+    else:
+        try:
+            cached = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            problem = f"it cannot be read ({err})"
+        else:
+            if cached.shape == shape:
+                return cached
+            problem = f"its shape {cached.shape} is not {shape}"
+    print(f"[dreamir] warning: dropping embedding cache entry {path}: {problem}; encoding again")
+    path.unlink(missing_ok=True)
+    checksum.unlink(missing_ok=True)
+    return None

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamir.eval.search import exact_topk
+from dreamir.files import atomic_folder, fault_point, file_sha256, recover_interrupted_swap
 
 EXACT = "exact"
 
@@ -87,36 +88,67 @@ class DenseIndex:
         return scores, rows
 
     def save(self, folder: str | os.PathLike) -> Path:
+        """Write the index as a folder built aside and swapped in whole (an interrupted save leaves the
+        old index or the new one, never a mix); meta.json records each file's checksum, checked on load.
+        An existing folder is replaced only if it is an index (or holds nothing but a sharded build's parts)."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp_suffix = f".tmp{os.getpid()}"
         files = {"ids.json": lambda p: p.write_text(json.dumps(self.doc_ids))}
         if self.vectors is not None:
             files["vectors.npy"] = lambda p: _save_npy(p, self.vectors)
         else:
             files["faiss.index"] = lambda p: _faiss().write_index(self.faiss_index, str(p))
-        meta = {**self.meta, "factory": self.factory, "params": self.params, "size": self.size}
-        files["meta.json"] = lambda p: p.write_text(json.dumps(meta, indent=1))  # last: marks completeness
-        for name, write in files.items():
-            tmp = folder / (name + tmp_suffix)
-            write(tmp)
-            os.replace(tmp, folder / name)
+        with atomic_folder(folder, "meta.json", keep=("parts",)) as tmp:
+            checksums = {}
+            for name, write in files.items():
+                fault_point()
+                write(tmp / name)
+                checksums[name] = file_sha256(tmp / name)
+            meta = {
+                **self.meta,
+                "factory": self.factory,
+                "params": self.params,
+                "size": self.size,
+                "dim": self.dim,
+                "checksums": checksums,
+            }
+            fault_point()
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         return folder
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1]) if self.vectors is not None else int(self.faiss_index.d)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> DenseIndex:
         folder = Path(folder)
+        recover_interrupted_swap(folder, "meta.json")
         if not (folder / "meta.json").exists():
             raise FileNotFoundError(f"{folder} is not a dreamir index (no meta.json)")
         meta = json.loads((folder / "meta.json").read_text())
+        for name, expected in meta.get("checksums", {}).items():
+            if not (folder / name).exists() or file_sha256(folder / name) != expected:
+                raise ValueError(
+                    f"{folder / name} does not match the checksum in {folder / 'meta.json'}: the index is damaged "
+                    "or mixed from two saves; rebuild it with `dreamir index`"
+                )
         doc_ids = json.loads((folder / "ids.json").read_text())
         factory, params = meta.pop("factory"), meta.pop("params", "")
-        meta.pop("size", None)
+        size, dim = meta.pop("size", len(doc_ids)), meta.pop("dim", None)
+        meta.pop("checksums", None)
         if factory == EXACT:
-            return cls(doc_ids, factory, params, vectors=np.load(folder / "vectors.npy", mmap_mode="r"), meta=meta)
-        index = _faiss().read_index(str(folder / "faiss.index"))
-        loaded = cls(doc_ids, factory, params, faiss_index=index, meta=meta)
-        loaded.set_params(params)
+            loaded = cls(doc_ids, factory, params, vectors=np.load(folder / "vectors.npy", mmap_mode="r"), meta=meta)
+        else:
+            loaded = cls(
+                doc_ids, factory, params, faiss_index=_faiss().read_index(str(folder / "faiss.index")), meta=meta
+            )
+            loaded.set_params(params)
+        count = len(loaded.vectors) if loaded.vectors is not None else int(loaded.faiss_index.ntotal)
+        if not (len(doc_ids) == size == count) or (dim is not None and loaded.dim != dim):
+            raise ValueError(
+                f"{folder}: {len(doc_ids)} ids, {count} vectors of dimension {loaded.dim}, but meta.json says "
+                f"{size} × {dim}; rebuild the index"
+            )
         return loaded
 
 

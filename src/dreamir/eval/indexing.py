@@ -13,7 +13,7 @@ from dreamir.data.beir import load_corpus
 from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
 from dreamir.distributed import init_from_env
-from dreamir.eval.cache import encode_cached
+from dreamir.eval.cache import encode_cached, retriever_fingerprint
 from dreamir.eval.evaluate import resolve_model_spec
 from dreamir.eval.index import DenseIndex
 from dreamir.files import atomic_open
@@ -88,6 +88,7 @@ def build_index(
         vectors = _zero_shot(model, device).encode(texts, "document", show_progress=show_progress).pooled()
     else:
         retriever = Retriever.load(model, device=device)
+        meta["model_fingerprint"] = retriever_fingerprint(retriever)  # search refuses another model's queries
         vectors = encode_cached(retriever, texts, "document", show_progress=show_progress, use_cache=use_cache)
     if shard is None:
         index = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta)
@@ -148,13 +149,22 @@ def _zero_shot(spec: str, device: str):
     return ZeroShotRetriever(method, name, ZeroShotOptions(device=device)).encoder
 
 
-def search_index(folder: str | os.PathLike, query: str, k: int = 10) -> list[dict]:
+def search_index(folder: str | os.PathLike, query: str, k: int = 10, force: bool = False) -> list[dict]:
+    """Top-k documents for `query`. The query is encoded by the model the index was built with; if that
+    model's weights changed since (the folder was replaced), the search is refused unless `force`."""
     index = DenseIndex.load(folder)
     model = index.meta["model"]
     if parse_zero_shot_spec(model):
         vector = _zero_shot(model, "cpu").encode([query], "query").pooled()
     else:
-        vector = Retriever.load(model).encode([query], "query")
+        retriever = Retriever.load(model)
+        built_with = index.meta.get("model_fingerprint")
+        if built_with and retriever_fingerprint(retriever) != built_with and not force:
+            raise ValueError(
+                f"the model at {model} is not the one {folder} was built with (its weights changed); "
+                "rebuild the index, or pass --force to search with it anyway"
+            )
+        vector = retriever.encode([query], "query")
     scores, rows = index.search(vector, k)
     corpus: dict[str, str] = {}
     if Path(index.meta.get("corpus", "")).is_file():
