@@ -11,14 +11,18 @@ computed by an independent sentence-transformers (or bm25s) + ir-measures pipeli
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from _results import write_result
 from dreamir.data.beir import load_beir
-from dreamir.eval.evaluate import evaluate_model, format_table, resolve_model_spec
-from dreamir.eval.reference import reference_ndcg_bm25, reference_ndcg_st
+from dreamir.eval.evaluate import evaluate_model, resolve_model_spec
+from dreamir.eval.report import format_table
 from dreamir.models.retriever import Retriever
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test oracle lives in tests/, not the package
+from tests.reference import reference_ndcg_bm25, reference_ndcg_st
 
 ROOT = Path(__file__).resolve().parents[1]
 BEIR = ROOT.parent / "shared/assets/beir"

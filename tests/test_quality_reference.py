@@ -10,10 +10,10 @@ import pytest
 
 from dreamir.data.beir import load_beir
 from dreamir.eval.evaluate import evaluate_model
-from dreamir.eval.reference import reference_ndcg_bm25, reference_ndcg_st
 from dreamir.models.retriever import Retriever
 
 from .conftest import require_alias, require_beir
+from .reference import reference_ndcg_bm25, reference_ndcg_st
 
 pytestmark = pytest.mark.integration
 

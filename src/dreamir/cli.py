@@ -158,13 +158,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     from dreamir.assets import resolve_model
     from dreamir.data.beir import load_beir, sample_corpus
-    from dreamir.eval.evaluate import (
-        evaluate_model,
-        format_paired_tests,
-        format_table,
-        resolve_model_spec,
-        write_report,
-    )
+    from dreamir.eval.evaluate import evaluate_model, resolve_model_spec
+    from dreamir.eval.report import format_paired_tests, format_table, write_report
     from dreamir.zeroshot.retrieval import parse_zero_shot_spec
 
     # Fail before loading data or encoding anything: the output must be a folder, every model must exist.

@@ -34,6 +34,7 @@ from dreamir.data.jsonl import write_jsonl_atomic
 from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows, read_corpus
 from dreamir.data.training import DataStats
 from dreamir.eval.evaluate import evaluate_model
+from dreamir.eval.report import grouped_bars
 from dreamir.eval.significance import paired_test, pooled
 from dreamir.files import atomic_write
 from dreamir.objectives import OBJECTIVES
@@ -414,25 +415,7 @@ def write_outputs(config: CompareConfig, results: dict[str, dict[str, dict]]) ->
 
 
 def plot_compare(path: Path, results: dict[str, dict[str, dict]], track: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     datasets = list(results)
     methods = list(dict.fromkeys(m for rows in results.values() for m in rows))
-    x = np.arange(len(datasets))
-    width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(6, 2.5 * len(datasets) + 2), 3.8))
-    for i, method in enumerate(methods):
-        values = [100 * results[d][method]["ndcg@10"] if method in results[d] else 0 for d in datasets]
-        bars = ax.bar(x + i * width - 0.4 + width / 2, values, width, label=method)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(x, datasets)
-    ax.set_ylabel("nDCG@10 × 100")
-    ax.set_title(f"objectives compared (track {track})")
-    ax.legend(fontsize=8, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    series = {m: [100 * results[d][m]["ndcg@10"] if m in results[d] else 0 for d in datasets] for m in methods}
+    grouped_bars(path, datasets, series, "nDCG@10 × 100", f"objectives compared (track {track})", legend_columns=3)

@@ -1,4 +1,4 @@
-"""Evaluate retrievers on a BEIR folder and write a readable report.
+"""Evaluate retrievers on a BEIR folder (reports: `eval/report.py`).
 
 A model spec is "bm25", a sentence-transformers folder, a hub name, an alias, or a dreamir run
 folder (its exported retriever). Several models give one comparison table and one plot.
@@ -6,15 +6,13 @@ folder (its exported retriever). Several models give one comparison table and on
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamir.data.beir import BeirData
 from dreamir.eval.cache import encode_cached
-from dreamir.eval.metrics import METRICS, Run, mean_metrics, per_query_metrics, per_query_values
+from dreamir.eval.metrics import Run, mean_metrics, per_query_metrics, per_query_values
 from dreamir.eval.search import bm25_run, exact_topk, to_run
 from dreamir.models.retriever import Retriever
 from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, parse_zero_shot_spec
@@ -96,92 +94,3 @@ def resolve_model_spec(spec: str) -> str:
     if (Path(spec) / "config.yaml").exists() and (run_model / "modules.json").exists():
         return str(run_model)
     return spec
-
-
-def format_table(results: list[EvalResult], title: str = "") -> str:
-    """Markdown table, metrics as percentages (×100) like the BEIR papers."""
-    header = "| model | " + " | ".join(METRICS) + " | seconds |"
-    rule = "|---|" + "---:|" * (len(METRICS) + 1)
-    lines = ([f"**{title}**", ""] if title else []) + [header, rule]
-    for r in results:
-        cells = " | ".join(f"{100 * r.metrics[m]:.1f}" for m in METRICS)
-        lines.append(f"| {r.model} | {cells} | {r.seconds:.0f} |")
-    return "\n".join(lines)
-
-
-def format_paired_tests(results: list[EvalResult]) -> str:
-    """Each model against the first, per query (nDCG@10): mean difference ×100 with its 95% paired
-    bootstrap interval and the paired randomization test's p-value; '' for fewer than two models."""
-    if len(results) < 2:
-        return ""
-    from dreamir.eval.significance import paired_test
-
-    base = results[0]
-    lines = [f"Paired tests against {base.model} (nDCG@10 per query, ×100):", ""]
-    lines += ["| model | difference [95% CI] | p |", "|---|---:|---:|"]
-    for r in results[1:]:
-        test = paired_test(base.per_query, r.per_query)
-        lines.append(
-            f"| {r.model} | {100 * test.mean_difference:+.1f} [{100 * test.ci_low:+.1f}, {100 * test.ci_high:+.1f}] "
-            f"| {test.p_value:.3g} |"
-        )
-    return "\n".join(lines)
-
-
-def write_trec_run(path: Path, results: list[EvalResult]) -> None:
-    with open(path, "w") as handle:
-        for r in results:
-            tag = r.model.replace(" ", "_")
-            for qid, hits in r.run.items():
-                ranked = sorted(hits.items(), key=lambda kv: -kv[1])
-                for rank, (did, score) in enumerate(ranked, start=1):
-                    handle.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
-
-
-def plot_comparison(path: Path, results: list[EvalResult], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = list(METRICS)
-    x = np.arange(len(names))
-    width = 0.8 / max(1, len(results))
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for i, r in enumerate(results):
-        vals = [100 * r.metrics[m] for m in names]
-        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=r.model)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(x, names)
-    ax.set_ylabel("score × 100")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_report(out: str | os.PathLike, results: list[EvalResult], data: BeirData, split: str) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    title = f"{data.name} ({split}, {len(data.queries)} queries, {len(data.corpus)} documents)"
-    metrics = {
-        "dataset": data.name,
-        "split": split,
-        "num_queries": len(data.queries),
-        "num_documents": len(data.corpus),
-        "data_issues": dict(data.stats.counts),
-        "models": {r.model: {**r.metrics, "seconds": r.seconds} for r in results},
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    write_trec_run(out / "run.trec", results)
-    plot_comparison(out / "comparison.png", results, title)
-    paired = format_paired_tests(results)
-    (out / "report.md").write_text(
-        f"# Retrieval evaluation: {title}\n\n{format_table(results)}\n\n"
-        f"Metrics via ir-measures; scores ×100. Data issues: {data.stats.summary()}.\n\n"
-        + (f"{paired}\n\n" if paired else "")
-        + "![comparison](comparison.png)\n"
-    )
-    return out

@@ -1,0 +1,108 @@
+"""Reports people read: tables, TREC runs, paired tests, plots and report.md (eval and compare)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dreamir.data.beir import BeirData
+from dreamir.eval.evaluate import EvalResult
+from dreamir.eval.metrics import METRICS
+from dreamir.files import atomic_open, atomic_write
+
+
+def format_table(results: list[EvalResult], title: str = "") -> str:
+    """Markdown table, metrics as percentages (×100) like the BEIR papers."""
+    header = "| model | " + " | ".join(METRICS) + " | seconds |"
+    rule = "|---|" + "---:|" * (len(METRICS) + 1)
+    lines = ([f"**{title}**", ""] if title else []) + [header, rule]
+    for r in results:
+        cells = " | ".join(f"{100 * r.metrics[m]:.1f}" for m in METRICS)
+        lines.append(f"| {r.model} | {cells} | {r.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def format_paired_tests(results: list[EvalResult]) -> str:
+    """Each model against the first, per query (nDCG@10): mean difference ×100 with its 95% paired
+    bootstrap interval and the paired randomization test's p-value; '' for fewer than two models."""
+    if len(results) < 2:
+        return ""
+    from dreamir.eval.significance import paired_test
+
+    base = results[0]
+    lines = [f"Paired tests against {base.model} (nDCG@10 per query, ×100):", ""]
+    lines += ["| model | difference [95% CI] | p |", "|---|---:|---:|"]
+    for r in results[1:]:
+        test = paired_test(base.per_query, r.per_query)
+        lines.append(
+            f"| {r.model} | {100 * test.mean_difference:+.1f} [{100 * test.ci_low:+.1f}, {100 * test.ci_high:+.1f}] "
+            f"| {test.p_value:.3g} |"
+        )
+    return "\n".join(lines)
+
+
+def write_trec_run(path: Path, results: list[EvalResult]) -> None:
+    with atomic_open(path) as handle:
+        for r in results:
+            tag = r.model.replace(" ", "_")
+            for qid, hits in r.run.items():
+                ranked = sorted(hits.items(), key=lambda kv: -kv[1])
+                for rank, (did, score) in enumerate(ranked, start=1):
+                    handle.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
+
+
+def grouped_bars(
+    path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str, legend_columns: int = 1
+) -> None:
+    """One bar per series in each group, labelled with its value (eval's and compare's plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(7, 2.5 * len(groups) + 2), 3.8))
+    for i, (label, values) in enumerate(series.items()):
+        bars = ax.bar(x + i * width - 0.4 + width / 2, values, width, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=legend_columns)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_comparison(path: Path, results: list[EvalResult], title: str) -> None:
+    series = {r.model: [100 * r.metrics[m] for m in METRICS] for r in results}
+    grouped_bars(path, list(METRICS), series, "score × 100", title)
+
+
+def write_report(out: str | os.PathLike, results: list[EvalResult], data: BeirData, split: str) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{data.name} ({split}, {len(data.queries)} queries, {len(data.corpus)} documents)"
+    metrics = {
+        "dataset": data.name,
+        "split": split,
+        "num_queries": len(data.queries),
+        "num_documents": len(data.corpus),
+        "data_issues": dict(data.stats.counts),
+        "models": {r.model: {**r.metrics, "seconds": r.seconds} for r in results},
+    }
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
+    write_trec_run(out / "run.trec", results)
+    plot_comparison(out / "comparison.png", results, title)
+    paired = format_paired_tests(results)
+    atomic_write(
+        out / "report.md",
+        f"# Retrieval evaluation: {title}\n\n{format_table(results)}\n\n"
+        f"Metrics via ir-measures; scores ×100. Data issues: {data.stats.summary()}.\n\n"
+        + (f"{paired}\n\n" if paired else "")
+        + "![comparison](comparison.png)\n",
+    )
+    return out
