@@ -36,7 +36,7 @@ def packed(lm: FrozenLM, layout: str = "separate"):
 
 
 def hidden(lm: FrozenLM, pb, injection=None) -> torch.Tensor:
-    return lm.decoder(**pb.model_inputs(), dreamir_injection=injection).last_hidden_state
+    return lm.decoder(**pb.model_inputs(*([injection] if injection is not None else []))).last_hidden_state
 
 
 def injection(pb, heads, log_w, mode="bias") -> HeadInjection:

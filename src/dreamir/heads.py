@@ -30,7 +30,7 @@ from dreamir.data.text import split_words
 from dreamir.data.training import Example, tokenize_examples
 from dreamir.files import atomic_write
 from dreamir.models.frozen_lm import FrozenLM
-from dreamir.models.injection import HeadInjection
+from dreamir.models.injection import AttentionRecorder, HeadInjection
 from dreamir.models.layout import Layout
 from dreamir.models.lm_passes import target_nll
 from dreamir.settings import TokenLimits
@@ -224,17 +224,9 @@ def score_heads(
             total += (neg - pos).sum(0).cpu()
         else:
             with torch.no_grad():
-                zero = torch.zeros((len(exs), n_max), dtype=lm.dtype, device=lm.device)
-                injection = HeadInjection(
-                    [],
-                    zero,
-                    packed.doc_index,
-                    packed.inject_rows,
-                    packed.num_docs,
-                    record_rows=packed.query_rows,
-                )
-                target_nll(lm, packed, injection, reuse_documents=True)
-            for layer, share in injection.recorded_doc_mass.items():  # share: (B, heads, N)
+                recorder = AttentionRecorder(packed.doc_index, packed.num_docs, packed.query_rows)
+                target_nll(lm, packed, recorder, reuse_documents=True)
+            for layer, share in recorder.recorded_doc_mass.items():  # share: (B, heads, N)
                 on_gold = (share.double() * is_pos[:, None]).sum(-1)
                 total[layer * lm.num_heads : (layer + 1) * lm.num_heads] += on_gold.sum(0).cpu()
     scores = (total / len(examples)).view(lm.num_layers, lm.num_heads).numpy()

@@ -2,10 +2,16 @@
 
 The frozen LLM's attention modules call whatever function is registered under
 `config._attn_implementation`. dreamir registers one (`ATTENTION_NAME`) that behaves exactly
-like SDPA unless the forward call carries a `dreamir_injection` keyword (transformers passes
-unknown keywords down to the attention function). With it, the heads in H get an additive
-per-(row, document) offset on their pre-softmax logits for the rows of the [q][y] segment
-(METHOD §1.2):
+like SDPA unless the forward call carries a `dreamir` keyword (transformers passes unknown
+keywords down to the attention function): one typed bundle, `AttentionArgs`, with the absolute
+positions (sliding windows are re-masked from them) and a list of small modifiers, each applied
+to the attention output in turn:
+- `HeadInjection` (DREAM, head scoring): the heads in H get an additive per-(row, document) offset
+  on their pre-softmax logits for the rows of the [q][y] segment (METHOD §1.2);
+- `AttentionRecorder` (head scoring by attention): records each head's document attention shares;
+- `InBatchAttention` (Revela): adds the in-batch attention term in every layer and head.
+
+Injection modes:
 
 - "bias":     z'_{t,j} = z_{t,j} + log(N_b · w_i)              for key j in document i
 - "reweight": z'_{t,j} = z_{t,j} − LSE_{d_i}(z_t) + LSE_D(z_t) + log w_i
@@ -15,8 +21,9 @@ Heads not in H and rows outside the injected segment go through SDPA unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +31,30 @@ import torch.nn.functional as F
 ATTENTION_NAME = "dreamir"
 InjectionMode = Literal["bias", "reweight"]
 SELF_SHARE = "self_share"  # diagnostic weights for "reweight": each row's own document share (a no-op)
+
+
+class AttentionModifier(Protocol):
+    def apply(
+        self,
+        layer: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor,
+        scaling: float,
+        softcap: float | None,
+        out: torch.Tensor,
+    ) -> torch.Tensor:
+        """The attention output (B, h, rows, d) after this modifier; keys/values already repeated per head."""
+        ...
+
+
+@dataclass
+class AttentionArgs:
+    """Everything dreamir's attention function receives in one forward pass (the `dreamir` keyword)."""
+
+    positions: torch.Tensor  # (B, L) absolute position of every key column of the pass (sliding windows)
+    modifiers: Sequence[AttentionModifier] = ()
 
 
 @dataclass
@@ -37,8 +68,6 @@ class HeadInjection:
     doc_index:   (B, L) document index of each key position, -1 for non-document tokens.
     inject_rows: (B, L) bool, the rows whose attention is modified (the [q][y] segment).
     num_docs:    (B,) number of real documents per example (N_b in the bias formula).
-    record_rows: optional (B, L) bool; when set, the attention mass of these rows on each
-                 document is recorded per layer for every head (QRHead-style head scoring).
     """
 
     heads: list[tuple[int, int]]
@@ -47,8 +76,6 @@ class HeadInjection:
     inject_rows: torch.Tensor
     num_docs: torch.Tensor
     mode: InjectionMode = "bias"
-    record_rows: torch.Tensor | None = None
-    recorded_doc_mass: dict[int, torch.Tensor] = field(default_factory=dict)
     _by_layer: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +95,17 @@ class HeadInjection:
 
     @property
     def max_docs(self) -> int:
-        return int(self.num_docs.max().item()) if self.num_docs.numel() else 0
+        return _max_docs(self.num_docs)
+
+    def apply(self, layer, query, key, value, mask, scaling, softcap, out):
+        selected = self.layer_heads(layer)
+        if selected is None:
+            return out
+        heads, slots = selected
+        scores = _masked_scores(query[:, heads], key[:, heads], mask, scaling, softcap)
+        scores = scores + self.logit_offsets(scores, slots)
+        probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+        return out.index_copy(1, heads, probs @ value[:, heads])
 
     def layer_heads(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(head indices, slots in `heads`) for a layer, or None if no head of it is in H."""
@@ -122,16 +159,36 @@ class HeadInjection:
             log_w = self._weights_for(slots).float()
         return (log_w - lse_doc + lse_all_docs).to(scores.dtype)
 
-    def record(self, layer: int, probs: torch.Tensor) -> None:
-        """Store mean (over record_rows) share of each document in the rows' document mass."""
-        assert self.record_rows is not None
+
+def _max_docs(num_docs: torch.Tensor) -> int:
+    return int(num_docs.max().item()) if num_docs.numel() else 0
+
+
+@dataclass
+class AttentionRecorder:
+    """Records, per layer and head, the mean (over `record_rows`) share of each document in those rows'
+    attention mass on documents (QRHead-style head scoring); leaves the output unchanged.
+
+    doc_index:   (B, L) document of each key position, -1 otherwise.
+    num_docs:    (B,) number of real documents per example.
+    record_rows: (B, L) bool, the rows whose attention is recorded.
+    """
+
+    doc_index: torch.Tensor
+    num_docs: torch.Tensor
+    record_rows: torch.Tensor
+    recorded_doc_mass: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def apply(self, layer, query, key, value, mask, scaling, softcap, out):
+        probs = torch.softmax(_masked_scores(query, key, mask, scaling, softcap).float(), -1)
         n_rows, keys = probs.shape[-2:]
-        n_docs = max(self.max_docs, 1)
+        n_docs = max(_max_docs(self.num_docs), 1)
         membership = F.one_hot(self.doc_index[:, :keys].clamp_min(-1) + 1, n_docs + 1)[..., 1:].to(probs.dtype)
         doc_mass = probs @ membership[:, None]  # (B, H, rows, N)
         share = doc_mass / doc_mass.sum(-1, keepdim=True).clamp_min(1e-12)
         rows = self.record_rows[:, None, keys - n_rows : keys, None].to(probs.dtype)
         self.recorded_doc_mass[layer] = ((share * rows).sum(2) / rows.sum(2).clamp_min(1)).detach()
+        return out
 
 
 @dataclass
@@ -153,6 +210,9 @@ class InBatchAttention:
     doc_index: torch.Tensor
     inject_rows: torch.Tensor
     value_norm: bool = True  # False: o_{t,j} undivided (plain per-document attention outputs)
+
+    def apply(self, layer, query, key, value, mask, scaling, softcap, out):
+        return out + self.output_offsets(query, key, value, scaling, softcap)
 
     def output_offsets(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, softcap: float | None
@@ -205,15 +265,13 @@ def dreamir_attention(
     dropout: float = 0.0,
     sliding_window: int | None = None,
     softcap: float | None = None,
-    dreamir_injection: HeadInjection | None = None,
-    dreamir_positions: torch.Tensor | None = None,
-    dreamir_inbatch: InBatchAttention | None = None,
+    dreamir: AttentionArgs | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """Attention with optional score injection. Shapes follow transformers: q (B, h, L, d)."""
+    """Attention with optional modifiers (`dreamir`). Shapes follow transformers: q (B, h, L, d)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if dreamir_injection is None and dreamir_positions is None:
+    if dreamir is None:
         return sdpa_attention_forward(
             module,
             query,
@@ -233,11 +291,11 @@ def dreamir_attention(
     groups = query.shape[1] // key.shape[1]
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     mask = attention_mask[..., : key.shape[-2]]
-    if sliding_window is not None and dreamir_positions is not None:
+    if sliding_window is not None:
         # Sliding-window layers (Gemma3, some Qwen2) see keys less than `window` positions back.
         # The query rows are the last rows of the first `keys` positions (see HeadInjection).
         keys, rows = key.shape[-2], query.shape[-2]
-        key_pos = dreamir_positions[:, :keys]
+        key_pos = dreamir.positions[:, :keys]
         distance = key_pos[:, None, keys - rows :, None] - key_pos[:, None, None, :]
         mask = mask.masked_fill(distance >= sliding_window, torch.finfo(mask.dtype).min)
 
@@ -247,21 +305,9 @@ def dreamir_attention(
     else:
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling)
 
-    inj = dreamir_injection
-    if inj is not None:
-        layer = int(module.layer_idx)
-        selected = inj.layer_heads(layer)
-        if inj.record_rows is not None:
-            probs_all = torch.softmax(_masked_scores(query, key, mask, scaling, softcap).float(), -1)
-            inj.record(layer, probs_all)
-        if selected is not None:
-            heads, slots = selected
-            scores = _masked_scores(query[:, heads], key[:, heads], mask, scaling, softcap)
-            scores = scores + inj.logit_offsets(scores, slots)
-            probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
-            out = out.index_copy(1, heads, probs @ value[:, heads])
-    if dreamir_inbatch is not None:
-        out = out + dreamir_inbatch.output_offsets(query, key, value, scaling, softcap)
+    layer = int(module.layer_idx)
+    for modifier in dreamir.modifiers:
+        out = modifier.apply(layer, query, key, value, mask, scaling, softcap, out)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -273,11 +319,11 @@ def register_attention() -> None:
     global _registered
     if _registered:
         return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
 
     AttentionInterface.register(ATTENTION_NAME, dreamir_attention)
     # Without a registered mask function transformers passes attention_mask=None to custom
     # attention (METHOD §5), which would make plain calls non-causal. SDPA's mask keeps them causal.
-    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
     _registered = True

@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from dreamir.models.injection import AttentionArgs, AttentionModifier
+
 Layout = Literal["separate", "concat"]
 
 # Segment codes for the mask builder.
@@ -49,13 +51,13 @@ class PackedBatch:
             **{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         )
 
-    def model_inputs(self) -> dict:
-        """Keyword arguments for the frozen LLM's decoder body."""
+    def model_inputs(self, *modifiers: AttentionModifier) -> dict:
+        """Keyword arguments for the frozen LLM's decoder body over the whole layout, with `modifiers`."""
         return {
             "input_ids": self.input_ids,
             "position_ids": self.position_ids,
             "attention_mask": self.attention_mask,
-            "dreamir_positions": self.position_ids,
+            "dreamir": AttentionArgs(self.position_ids, modifiers),
         }
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamir.models.frozen_lm import FrozenLM
-from dreamir.models.injection import HeadInjection, InBatchAttention, InjectionMode
+from dreamir.models.injection import AttentionArgs, AttentionModifier, HeadInjection, InBatchAttention, InjectionMode
 from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.layout import PackedBatch, TokenizedExample
 
@@ -26,7 +26,7 @@ from dreamir.models.layout import PackedBatch, TokenizedExample
 def target_nll(
     lm: FrozenLM,
     packed: PackedBatch,
-    injection: HeadInjection | None,
+    injection: AttentionModifier | None,
     reuse_documents: bool = False,
     document_keys: list[str] | None = None,
     store: DocumentKVStore | None = None,
@@ -42,18 +42,19 @@ def target_nll(
     adds Revela's in-batch attention term instead of (or besides) the head injection.
     """
     split = packed.doc_region if reuse_documents else 0
-    inputs = packed.model_inputs()
+    modifiers = [m for m in (injection, inbatch) if m is not None]
+    inputs = packed.model_inputs(*modifiers)
     if split:
         cache = document_cache(lm, packed, document_keys, store)
         inputs = {
             "input_ids": packed.input_ids[:, split:],
             "position_ids": packed.position_ids[:, split:],
             "attention_mask": packed.attention_mask[:, :, split:, :],
-            "dreamir_positions": packed.position_ids,
+            "dreamir": AttentionArgs(packed.position_ids, modifiers),
             "past_key_values": cache,
             "use_cache": True,
         }
-    hidden = lm.decoder(**inputs, dreamir_injection=injection, dreamir_inbatch=inbatch).last_hidden_state
+    hidden = lm.decoder(**inputs).last_hidden_state
     rows = (packed.predict_rows - split).clamp_min(0)
     picked = torch.gather(hidden, 1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
     logits = lm.logits(picked).float()
@@ -75,7 +76,7 @@ def document_region_kv(lm: FrozenLM, packed: PackedBatch, rows: list[int]) -> li
         input_ids=packed.input_ids[index, :split],
         position_ids=packed.position_ids[index, :split],
         attention_mask=packed.attention_mask[index][:, :, :split, :split],
-        dreamir_positions=packed.position_ids[index],
+        dreamir=AttentionArgs(packed.position_ids[index]),
         past_key_values=cache,
         use_cache=True,
     )
