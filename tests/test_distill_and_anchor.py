@@ -190,3 +190,36 @@ def test_tokenized_examples_for_distill_keys_differ_by_target():
     a = tokenize_examples(EXAMPLES[:1], lm.tokenize, TokenLimits())[0]
     b = tokenize_examples(shuffled_targets(EXAMPLES)[:1], lm.tokenize, TokenLimits())[0]
     assert objective._key(a) != objective._key(b)
+
+
+def test_ema_exports_the_moving_average_of_the_weights(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    """e_2 = 0.25·θ_0 + 0.25·θ_1 + 0.5·θ_2 for decay 0.5, against the same run's weights without EMA."""
+    from dreamir.config import load_config
+    from dreamir.trainer import Trainer
+
+    from .test_trainer import write_config
+
+    def run(name, **extra):
+        overrides = {"train.checkpoint_every": 1, "train.keep_checkpoints": 5, "train.objective": "infonce"}
+        config = load_config(
+            write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, name, steps=2), {**overrides, **extra}
+        )
+        trainer = Trainer(config, show_progress=False)
+        start = {n: p.detach().clone() for n, p in trainer.retriever.named_parameters() if p.requires_grad}
+        trainer.train()
+        return trainer, start
+
+    _plain, start = run("plain")
+    steps = [
+        torch.load(tmp_path / "plain" / "checkpoints" / f"step-000000{i}.pt", weights_only=True)["retriever"]
+        for i in (1, 2)
+    ]
+    averaged, _ = run("ema", **{"train.ema_decay": 0.5})
+    params = dict(averaged.retriever.named_parameters())
+    checked = 0
+    for name, theta0 in start.items():
+        expected = 0.25 * theta0 + 0.25 * steps[0][name] + 0.5 * steps[1][name]
+        torch.testing.assert_close(params[name].detach(), expected, rtol=1e-5, atol=1e-6)
+        checked += 1
+    assert checked == len(steps[1])
+    assert any(not torch.equal(params[n].detach(), steps[1][n]) for n in start)  # not just the last weights

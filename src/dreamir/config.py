@@ -82,6 +82,9 @@ class TrainConfig(StrictConfig):
     # with P_start from the retriever as it was before training; "l2sp" adds anchor_weight · ‖θ − θ_start‖²
     # over the trainable weights.
     anchor: Literal["none", "kl", "l2sp"] = "none"
+    # An exponential moving average of the trainable weights (e ← d·e + (1−d)·θ after every step);
+    # when set, the run ends with (and exports) the averaged weights. None = off.
+    ema_decay: float | None = Field(None, ge=0, lt=1)
     anchor_weight: float = Field(1.0, ge=0)
     anchor_temperature: float = Field(0.05, gt=0)
 

@@ -117,6 +117,12 @@ class Trainer:
         context = ObjectiveContext(config, self.retriever, self.lm, examples, self.run_dir, self.group)
         self.objective = objective_class.build(context)
         tc = config.train
+        # Built before any checkpoint is loaded (a resume overwrites the EMA with its saved state).
+        self.ema: dict[str, torch.Tensor] = (
+            {n: p.detach().clone() for n, p in self.retriever.named_parameters() if p.requires_grad}
+            if tc.ema_decay is not None
+            else {}
+        )
         # Built before any checkpoint is loaded: the anchor holds the start, not a resumed state.
         self.anchor = (
             Anchor(tc.anchor, tc.anchor_weight, tc.anchor_temperature, self.retriever) if tc.anchor != "none" else None
@@ -167,6 +173,7 @@ class Trainer:
             "step": self.step,
             "retriever": self.retriever.trainable_state(),
             "objective": {name: p.detach().cpu().clone() for name, p in self.extra_params.items()},
+            "ema": {name: value.cpu().clone() for name, value in self.ema.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {
@@ -202,6 +209,8 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(_as_tuples(state["rng"]["python"]))
         np.random.set_state(_numpy_state_from_safe(state["rng"]["numpy"]))
+        for name, value in state.get("ema", {}).items():
+            self.ema[name].copy_(value)
         self.step = int(state["step"])
         if self.group.is_main:
             self._truncate_log(self.step)
@@ -280,6 +289,11 @@ class Trainer:
                 if kill_at and self.step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
+        if self.ema:  # the run's result is the averaged retriever
+            with torch.no_grad():
+                for name, p in self.retriever.named_parameters():
+                    if name in self.ema:
+                        p.copy_(self.ema[name])
         summary = self.objective.summary()
         if summary and self.group.is_main:
             print(f"[dreamir] {summary}")
@@ -320,6 +334,12 @@ class Trainer:
             totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema:
+            decay = self.config.train.ema_decay
+            with torch.no_grad():
+                for name, p in self.retriever.named_parameters():
+                    if name in self.ema:
+                        self.ema[name].lerp_(p.detach(), 1 - decay)
         return totals
 
 
