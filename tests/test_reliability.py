@@ -378,3 +378,42 @@ def test_temp_files_left_by_a_crash_are_removed_by_the_next_write(tmp_path):
     live.write_text("in progress")
     atomic_write(tmp_path / "out.json", "{}")
     assert not stale.exists() and live.exists() and (tmp_path / "out.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not a heads JSON"),
+        ("[[0, 1]]", "field 'ranking': missing or not a list"),
+        ('{"selected": [[0, 1]]}', "field 'ranking': missing or not a list"),
+        ('{"ranking": [{"layer": 0}]}', "field 'ranking': entries must be"),
+    ],
+)
+def test_a_broken_heads_file_is_named(tmp_path, content, message):
+    from dreamir.data.jsonl import DataError
+    from dreamir.heads import load_heads
+
+    path = tmp_path / "heads.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        load_heads(path, 4)
+    assert str(path) in str(err.value)
+
+
+def test_messages_name_the_real_problem(tmp_path, capsys):
+    from dreamir.assets import resolve_model
+    from dreamir.cli import main
+    from dreamir.data.jsonl import DataError
+    from dreamir.data.training import load_examples
+
+    (tmp_path / "empty-model").mkdir()
+    with pytest.raises(FileNotFoundError, match="is not a model folder"):
+        resolve_model(str(tmp_path / "empty-model"))
+    (tmp_path / "corpus.jsonl.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError, match="gzip-compressed"):
+        load_examples(tmp_path / "corpus.jsonl.gz")
+    (tmp_path / "out").mkdir()
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": "word " * 40}) + "\n" for i in range(12)))
+    assert main(["build-data", "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--candidates", "2"]) == 2
+    assert "is a directory" in capsys.readouterr().err and not list((tmp_path).glob(".out.*"))

@@ -99,6 +99,8 @@ def resolve_model(spec: str) -> ModelSource:
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {path}")
         return ModelSource(str(path.parent.resolve()), path.name)
+    if path.is_dir() and not any((path / name).exists() for name in ("config.json", "modules.json")):
+        raise FileNotFoundError(f"{path} is not a model folder (no config.json or modules.json in it)")
     if path.exists():
         return ModelSource(str(path.resolve()))
     if spec.startswith((".", "/", "~")):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dreamir.data.jsonl import DataError
 from dreamir.data.text import split_words
 from dreamir.data.training import Example, tokenize_examples
 from dreamir.files import atomic_write
@@ -93,12 +94,27 @@ class HeadRanking:
 
 def load_heads(path: str | os.PathLike, k: int | None = None) -> list[tuple[int, int]]:
     """Read H from a `dreamir heads` JSON (the top k of its ranking if k is given)."""
-    data = json.loads(Path(path).read_text())
-    if k is None:
-        return [tuple(h) for h in data["selected"]]
-    if k > len(data["ranking"]):
-        raise ValueError(f"{path}: asked for {k} heads but the ranking has {len(data['ranking'])}")
-    return [(r["layer"], r["head"]) for r in data["ranking"][:k]]
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(path, None, "heads file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(path, None, f"not a heads JSON ({err})") from None
+    field = "selected" if k is None else "ranking"
+    entries = data.get(field) if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise DataError(path, None, "missing or not a list (write the file with `dreamir heads`)", field)
+    try:
+        heads = (
+            [(int(h[0]), int(h[1])) for h in entries]
+            if k is None
+            else [(int(r["layer"]), int(r["head"])) for r in entries]
+        )
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise DataError(path, None, "entries must be [layer, head] pairs / {layer, head} objects", field) from None
+    if k is not None and k > len(heads):
+        raise ValueError(f"{path}: asked for {k} heads but the ranking has {len(heads)}")
+    return heads if k is None else heads[:k]
 
 
 def detection_examples_from_texts(

@@ -97,7 +97,8 @@ class Trainer:
         if config.data.max_examples:
             examples = examples[: config.data.max_examples]
         if not examples:
-            raise ValueError(f"no usable training examples ({self.stats.summary()})")
+            source = config.data.train or "the examples given"
+            raise ValueError(f"no usable training examples in {source} ({self.stats.summary()})")
         if config.data.shuffle_targets:
             examples = shuffled_targets(examples, config.data.shuffle_seed)
         self.examples = examples

@@ -24,6 +24,8 @@ class DataError(ValueError):
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for every non-blank line; bad JSON or bytes raise DataError."""
     path = Path(path)
+    if path.suffix == ".gz":
+        raise DataError(path, None, "gzip-compressed; decompress it first (gunzip -k FILE) and pass the .jsonl")
     if not path.is_file():
         raise DataError(path, None, "file not found")
     with open(path, "rb") as handle:
