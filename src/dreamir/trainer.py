@@ -27,6 +27,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dreamir.checkpoints import (
+    as_tuples,
+    check_resumed_config,
+    load_checkpoint,
+    numpy_state_from_safe,
+    numpy_state_to_safe,
+)
 from dreamir.config import RunConfig, dump_config
 from dreamir.data.training import DataStats, Example, load_examples, shuffled_targets, tokenize_examples
 from dreamir.distributed import init_from_env
@@ -180,7 +187,7 @@ class Trainer:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "python": random.getstate(),
-                "numpy": _numpy_state_to_safe(np.random.get_state()),
+                "numpy": numpy_state_to_safe(np.random.get_state()),
             },
             "config": self.config.model_dump(),
         }
@@ -208,8 +215,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(_as_tuples(state["rng"]["python"]))
-        np.random.set_state(_numpy_state_from_safe(state["rng"]["numpy"]))
+        random.setstate(as_tuples(state["rng"]["python"]))
+        np.random.set_state(numpy_state_from_safe(state["rng"]["numpy"]))
         for name, value in state.get("ema", {}).items():
             self.ema[name].copy_(value)
         self.step = int(state["step"])
@@ -342,65 +349,6 @@ class Trainer:
                     if name in self.ema:
                         self.ema[name].lerp_(p.detach(), 1 - decay)
         return totals
-
-
-# Settings a resumed run may change: they do not alter what the finished steps computed.
-RESUME_SAFE_KEYS = ("run_dir", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "device")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
-def check_resumed_config(saved: dict, current: dict, path: Path, allow_change: bool) -> None:
-    """Refuse to resume with settings that differ from the checkpoint's, except RESUME_SAFE_KEYS."""
-    before, after = _flatten(saved), _flatten(current)
-    changed = sorted(
-        key
-        for key in before.keys() | after.keys()
-        if before.get(key) != after.get(key) and not key.startswith(RESUME_SAFE_KEYS)
-    )
-    if changed and not allow_change:
-        details = "; ".join(f"{k}: {before.get(k)!r} → {after.get(k)!r}" for k in changed[:10])
-        raise ValueError(
-            f"--resume with a configuration that differs from the checkpoint {path} in {len(changed)} key(s): "
-            f"{details}. Resume with the run's own settings, start a new run_dir, or pass --allow-config-change"
-        )
-    if changed:
-        log.warning("resuming %s with changed settings: %s", path, ", ".join(changed))
-
-
-def load_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads (weights only: a checkpoint never runs code), or None if there
-    is none. A truncated or corrupt newer one is skipped with a warning naming it."""
-    for path in sorted(run_dir.glob("checkpoints/step-*.pt"), reverse=True):
-        try:
-            return path, torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated zip, a foreign pickle: either way not ours to trust
-            print(f"[dreamir] warning: skipping unreadable checkpoint {path} ({type(err).__name__}: {err})")
-    return None
-
-
-def _numpy_state_to_safe(state: tuple) -> tuple:
-    name, keys, position, has_gauss, cached = state
-    return (name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(position), int(has_gauss), float(cached))
-
-
-def _numpy_state_from_safe(state) -> tuple:
-    name, keys, position, has_gauss, cached = state
-    return (name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached)
-
-
-def _as_tuples(value):
-    """random.setstate wants the nested tuples it gave (a loaded checkpoint may hold lists)."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
