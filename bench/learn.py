@@ -49,8 +49,19 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a compare key")
     parser.add_argument("--out", default=str(ROOT / "bench/results/learn.json"))
     parser.add_argument("--report-only", action="store_true", help="train nothing; record what is finished")
+    parser.add_argument("--dataset", action="append", help="only these datasets of the config (default: all)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="run only these seeds (a prefix of the config's, to finish seed by seed)"
+    )
     args = parser.parse_args()
     config = load_compare_config(args.config, dict(parse_override(item) for item in args.set))
+    if args.dataset:
+        config = config.model_copy(update={"datasets": [d for d in config.datasets if d.name in args.dataset]})
+    if args.seeds:
+        # a prefix keeps every run's folder where the full protocol puts it (the first seed has the plain name)
+        if args.seeds != config.run_seeds()[: len(args.seeds)]:
+            raise SystemExit(f"--seeds must be a prefix of the config's seeds {config.run_seeds()}")
+        config = config.model_copy(update={"seeds": args.seeds})
     results = run_compare(config, report_only=args.report_only)
     objective = config.objectives[0]
     entry = {name: dataset_entry(rows, objective) for name, rows in results.items()}
