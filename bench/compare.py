@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from _results import write_result
-from dreamir.compare import format_compare_table, load_compare_config, run_compare
+from dreamir.apps.compare import format_compare_table, load_compare_config, run_compare
 from dreamir.config import parse_override
 
 ROOT = Path(__file__).resolve().parents[1]

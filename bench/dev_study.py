@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from _results import write_result
-from dreamir.compare import format_compare_table, load_compare_config, run_compare
+from dreamir.apps.compare import format_compare_table, load_compare_config, run_compare
 from dreamir.data.jsonl import iter_jsonl, write_jsonl_atomic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from _results import read_result, write_result
-from dreamir.compare import CONTROL_SUFFIX, load_compare_config, run_compare
+from dreamir.apps.compare import CONTROL_SUFFIX, load_compare_config, run_compare
 from dreamir.config import parse_override
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from _results import write_result
 from dreamir.data.beir import load_beir
-from dreamir.eval.evaluate import evaluate_model, resolve_model_spec
+from dreamir.eval.encoder import exported_retriever
+from dreamir.eval.evaluate import evaluate_model
 from dreamir.eval.report import format_table
 from dreamir.models.retriever import Retriever
 
@@ -53,7 +54,7 @@ def main() -> None:
             if spec == "bm25":
                 model = "bm25"
             else:
-                model = Retriever.load(resolve_model_spec(spec))
+                model = Retriever.load(exported_retriever(spec))
                 if args.max_seq_length:
                     model.st.max_seq_length = args.max_seq_length
             rows.append(evaluate_model(model, data, name=spec))

@@ -19,9 +19,10 @@ import torch
 
 from _results import write_result
 from dreamir.data.beir import load_beir
+from dreamir.eval.encoder import ModelSpec
 from dreamir.eval.metrics import evaluate_run
 from dreamir.eval.search import bm25_run, to_run
-from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, parse_zero_shot_spec, score_matrix
+from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, score_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,10 +38,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench/results/zeroshot_quality.json"))
     args = parser.parse_args()
     data = load_beir(args.data, args.split)
-    method, name = parse_zero_shot_spec(args.model) or ("", "")
-    if not method:
+    spec = ModelSpec.parse(args.model)
+    if not spec.is_zero_shot:
         raise SystemExit(f"--model must be promptreps:NAME or diffretriever:NAME, got {args.model}")
-    retriever = ZeroShotRetriever(method, name, ZeroShotOptions(words=args.words))
+    method = spec.kind
+    retriever = ZeroShotRetriever(method, spec.name, ZeroShotOptions(words=args.words))
     retriever.encoder.max_text_tokens = args.max_text_tokens
     doc_ids, query_ids = list(data.corpus), list(data.queries)
     docs = retriever.encoder.encode([data.corpus[d] for d in doc_ids], "document", args.batch, show_progress=True)

@@ -73,7 +73,8 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     assert (out / "compare.png").stat().st_size > 1000
 
     # A second call trains nothing: finished objectives are read back.
-    from dreamir import compare, trainer
+    from dreamir import trainer
+    from dreamir.apps import compare
 
     monkeypatch.setattr(trainer.Trainer, "train", lambda *a, **k: pytest.fail("retrained a finished objective"))
     assert main(["compare", "--config", str(path)]) == 0
@@ -112,7 +113,7 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
 def test_run_settings_do_not_leak_into_the_shared_base(tmp_path):
     from pathlib import Path
 
-    from dreamir.compare import CompareConfig, run_config
+    from dreamir.apps.compare import CompareConfig, run_config
 
     config = CompareConfig(datasets=[{"name": "d", "beir": "x"}], base={"train": {"lr": 1e-4}})
     run = run_config(config, config.datasets[0], "replug", Path("train.jsonl"))
@@ -132,7 +133,7 @@ def test_compare_config_errors_name_the_key(tmp_path, tiny_llm_dir, tiny_encoder
 
 
 def test_measured_on_names_methods_only_where_a_dataset_mixes_devices():
-    from dreamir.compare import measured_on_text
+    from dreamir.apps.compare import measured_on_text
 
     gpu, cpu = {"device": "GPU X"}, {"device": "CPU (2 cores)"}
     results = {"a": {"dream": cpu, "bm25": cpu}, "b": {"dream": gpu, "replug": gpu, "bm25": cpu, "old": {}}}
@@ -147,7 +148,7 @@ def test_measured_on_names_methods_only_where_a_dataset_mixes_devices():
 def test_shipped_compare_configs_validate_for_every_objective(name, tmp_path):
     from pathlib import Path
 
-    from dreamir.compare import load_compare_config, run_config
+    from dreamir.apps.compare import load_compare_config, run_config
 
     config = load_compare_config(Path(__file__).resolve().parents[1] / "configs" / name)
     for dataset in config.datasets:

@@ -110,7 +110,7 @@ def test_lora_decoder_retriever_from_gguf_exports_and_reloads(tmp_path):
 
     from sentence_transformers import SentenceTransformer
 
-    from dreamir.models.frozen_lm import plain_model_source
+    from dreamir.assets import plain_model_source
     from dreamir.models.retriever import Retriever
     from dreamir.settings import LoraConfig
 

@@ -32,7 +32,7 @@ _EXPORTS = {
     "build_self_supervised": "dreamir.data.text",
     "load_beir": "dreamir.data.beir",
     "evaluate_model": "dreamir.eval.evaluate",
-    "run_quickstart": "dreamir.quickstart",
+    "run_quickstart": "dreamir.apps.quickstart",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -102,7 +102,7 @@ def _config_from_args(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> None:
     if args.config is None and args.data is None and not args.set:
-        from dreamir.quickstart import run_quickstart
+        from dreamir.apps.quickstart import run_quickstart
 
         run_quickstart(run_dir=args.run_dir or "runs/quickstart", device=args.device or "cpu")
         return
@@ -118,7 +118,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from dreamir.compare import load_compare_config, run_compare
+    from dreamir.apps.compare import load_compare_config, run_compare
 
     overrides = dict(parse_override(item) for item in args.set or [])
     config = load_compare_config(args.config, overrides)
@@ -156,35 +156,30 @@ def _non_negative_int(text: str) -> int:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from dreamir.assets import resolve_model
     from dreamir.data.beir import load_beir, sample_corpus
-    from dreamir.eval.evaluate import evaluate_model, resolve_model_spec
+    from dreamir.eval.encoder import ModelSpec
+    from dreamir.eval.evaluate import evaluate_model
     from dreamir.eval.report import format_paired_tests, format_table, write_report
-    from dreamir.zeroshot.retrieval import parse_zero_shot_spec
+    from dreamir.zeroshot.retrieval import ZeroShotOptions
 
     # Fail before loading data or encoding anything: the output must be a folder, every model must exist.
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise FileExistsError(f"--out {args.out} is a file; give a folder for the report")
-    for model in args.model:
-        parsed = parse_zero_shot_spec(model)
-        if model != "bm25":
-            resolve_model(parsed[1] if parsed else resolve_model_spec(model))
+    specs = [ModelSpec.parse(model) for model in args.model]
     data = load_beir(args.data, args.split)
     if args.sample_docs:
         data = sample_corpus(data, args.sample_docs, args.sample_seed)
-    from dreamir.zeroshot.retrieval import ZeroShotOptions
-
     zero_shot = ZeroShotOptions(args.mode, args.words, args.templates, args.device, args.trust_remote_code)
     results = [
         evaluate_model(
-            m,
+            spec,
             data,
-            name=f"{m} ({zero_shot.mode})" if parse_zero_shot_spec(m) and zero_shot.mode != "dense" else m,
+            name=f"{spec.text} ({zero_shot.mode})" if spec.is_zero_shot and zero_shot.mode != "dense" else spec.text,
             use_cache=not args.no_cache,
             ignore_identical_ids=not args.keep_identical_ids,
             zero_shot=zero_shot,
         )
-        for m in args.model
+        for spec in specs
     ]
     print(format_table(results, f"{data.name} ({args.split})"))
     if paired := format_paired_tests(results):
@@ -228,7 +223,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
-    from dreamir.quickstart import run_quickstart
+    from dreamir.apps.quickstart import run_quickstart
 
     run_quickstart(run_dir=args.run_dir, device=args.device, steps=args.steps)
 

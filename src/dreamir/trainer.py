@@ -330,7 +330,7 @@ class Trainer:
             loss = out.loss
             if self.anchor is not None:
                 anchor = self.anchor(self.retriever, idx, batch, out)
-                out.metrics["anchor"] = float(anchor)
+                out.metrics["anchor"] = float(anchor.detach())
                 loss = loss + anchor
             (loss / tc.grad_accum).backward()
             for key, value in out.metrics.items():

@@ -13,12 +13,9 @@ from dreamir.data.beir import load_corpus
 from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
 from dreamir.distributed import init_from_env
-from dreamir.eval.cache import encode_cached, retriever_fingerprint
-from dreamir.eval.evaluate import resolve_model_spec
+from dreamir.eval.encoder import ModelSpec, load_encoder
 from dreamir.eval.index import DenseIndex
 from dreamir.files import atomic_open
-from dreamir.models.retriever import Retriever
-from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, parse_zero_shot_spec
 
 PARTS = "parts"  # subfolder of the index folder holding the shards' embeddings until they are merged
 
@@ -78,18 +75,18 @@ def build_index(
     stats = DataStats()
     corpus = load_corpus(path, stats)
     doc_ids = list(corpus)
-    model = resolve_model_spec(model)
-    meta = {"model": model, "corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
+    spec = ModelSpec.parse(model)
+    if spec.kind == "bm25":
+        raise ValueError("bm25 has no dense vectors to index; index a dense or zero-shot model (bm25s keeps its own)")
+    encoder = load_encoder(spec, device=device, use_cache=use_cache)
+    meta = {"model": encoder.spec, "corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
+    if (fingerprint := encoder.fingerprint()) is not None:
+        meta["model_fingerprint"] = fingerprint  # search refuses another model's queries
     if shard is not None:
         start, stop = shard.bounds(len(doc_ids))
         doc_ids = doc_ids[start:stop]
-    texts = [corpus[d] for d in doc_ids]
-    if parse_zero_shot_spec(model):  # PromptReps / DiffRetriever: their pooled dense vectors
-        vectors = _zero_shot(model, device).encode(texts, "document", show_progress=show_progress).pooled()
-    else:
-        retriever = Retriever.load(model, device=device)
-        meta["model_fingerprint"] = retriever_fingerprint(retriever)  # search refuses another model's queries
-        vectors = encode_cached(retriever, texts, "document", show_progress=show_progress, use_cache=use_cache)
+    # PromptReps / DiffRetriever index their pooled dense vectors
+    vectors = encoder.encode_documents([corpus[d] for d in doc_ids], show_progress)
     if shard is None:
         index = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta)
         index.save(out)
@@ -143,28 +140,19 @@ def merge_index(out: str | os.PathLike, factory: str = "exact", params: str = ""
     return index
 
 
-def _zero_shot(spec: str, device: str):
-    """The encoder of a zero-shot spec with default options (an index holds dense vectors only)."""
-    method, name = parse_zero_shot_spec(spec) or ("", "")
-    return ZeroShotRetriever(method, name, ZeroShotOptions(device=device)).encoder
-
-
 def search_index(folder: str | os.PathLike, query: str, k: int = 10, force: bool = False) -> list[dict]:
     """Top-k documents for `query`. The query is encoded by the model the index was built with; if that
     model's weights changed since (the folder was replaced), the search is refused unless `force`."""
     index = DenseIndex.load(folder)
     model = index.meta["model"]
-    if parse_zero_shot_spec(model):
-        vector = _zero_shot(model, "cpu").encode([query], "query").pooled()
-    else:
-        retriever = Retriever.load(model)
-        built_with = index.meta.get("model_fingerprint")
-        if built_with and retriever_fingerprint(retriever) != built_with and not force:
-            raise ValueError(
-                f"the model at {model} is not the one {folder} was built with (its weights changed); "
-                "rebuild the index, or pass --force to search with it anyway"
-            )
-        vector = retriever.encode([query], "query")
+    encoder = load_encoder(model)
+    built_with = index.meta.get("model_fingerprint")
+    if built_with and encoder.fingerprint() != built_with and not force:
+        raise ValueError(
+            f"the model at {model} is not the one {folder} was built with (its weights changed); "
+            "rebuild the index, or pass --force to search with it anyway"
+        )
+    vector = encoder.encode_queries([query])
     scores, rows = index.search(vector, k)
     corpus: dict[str, str] = {}
     if Path(index.meta.get("corpus", "")).is_file():

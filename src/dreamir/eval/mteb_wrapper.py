@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dreamir.data.beir import load_beir
+from dreamir.eval.encoder import DenseEncoder, Encoder, load_encoder
 from dreamir.models.retriever import Retriever
 
 
@@ -29,13 +30,17 @@ def _mteb():
 
 
 class DreamirEncoder:
-    """mteb's EncoderProtocol over a dreamir Retriever: queries and documents get their own prefixes."""
+    """mteb's EncoderProtocol over a dreamir encoder (a retriever, PromptReps, DiffRetriever): queries and
+    documents are encoded as such (their own prefixes or prompts)."""
 
-    def __init__(self, retriever: Retriever, name: str = "dreamir/retriever", batch_size: int = 64) -> None:
+    def __init__(self, model: Retriever | Encoder, name: str = "dreamir/retriever", batch_size: int = 64) -> None:
         from mteb.models.model_meta import ModelMeta
 
-        self.retriever = retriever
-        self.batch_size = batch_size
+        if isinstance(model, Retriever):
+            model = DenseEncoder(model, use_cache=False)
+        if isinstance(model, DenseEncoder):
+            model.batch_size = batch_size
+        self.encoder = model
         self.mteb_model_meta = (
             ModelMeta.create_empty(overwrites={"name": name, "revision": "local"})
             if hasattr(ModelMeta, "create_empty")
@@ -44,9 +49,8 @@ class DreamirEncoder:
 
     @classmethod
     def load(cls, spec: str, **kwargs: Any) -> DreamirEncoder:
-        from dreamir.eval.evaluate import resolve_model_spec
-
-        return cls(Retriever.load(resolve_model_spec(spec)), name=f"dreamir/{Path(spec).name}", **kwargs)
+        """Any model spec of `eval/encoder.py` except bm25 (mteb needs vectors)."""
+        return cls(load_encoder(spec, use_cache=False), name=f"dreamir/{Path(spec).name}", **kwargs)
 
     def encode(
         self, inputs, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", prompt_type=None, **kwargs: Any
@@ -61,7 +65,9 @@ class DreamirEncoder:
             if kind == "document" and titles is not None:  # BEIR joins title and text
                 batch_texts = [f"{t} {x}".strip() if t else x for t, x in zip(titles, batch_texts)]
             texts.extend(batch_texts)
-        return self.retriever.encode(texts, kind, batch_size=self.batch_size)
+        if kind == "query":
+            return self.encoder.encode_queries(texts)
+        return self.encoder.encode_documents(texts)
 
     def similarity(self, a, b):
         import torch

@@ -7,26 +7,17 @@ scores can be injected into selected heads (see `injection.py`).
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from dreamir.assets import ModelSource, cache_dir, resolve_model
+from dreamir.assets import dequantised_copy, resolve_model
 from dreamir.models.injection import ATTENTION_NAME, register_attention
 from dreamir.models.layout import Layout, PackedBatch, TokenizedExample, pack_batch
 
 log = logging.getLogger(__name__)
-
-# Bump when the de-quantised copy's contents change, so stale cached copies are rebuilt.
-_PLAIN_COPY_FORMAT = 2
 
 # Architectures whose attention modules are known to route through AttentionInterface with
 # the (module, query, key, value, mask, scaling, ...) contract, and that tests cover.
@@ -147,7 +138,7 @@ class FrozenLM:
         source = resolve_model(spec)
         torch_dtype = parse_dtype(dtype)
         if source.gguf_file and use_cache:
-            source = _dequantised_copy(source)
+            source = dequantised_copy(source)
         kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, **kwargs)
@@ -156,52 +147,3 @@ class FrozenLM:
             raise FileNotFoundError(f"could not load frozen LLM '{spec}' ({source.describe()}): {err}") from err
         model.to(device=device, dtype=torch_dtype)
         return cls.from_model(model, tokenizer, source=source.describe())
-
-
-def plain_model_source(spec: str) -> ModelSource:
-    """Resolve a model argument; a GGUF file becomes its cached de-quantised folder, so any
-    `from_pretrained` (retriever, zero-shot encoders) can load it."""
-    source = resolve_model(spec)
-    return _dequantised_copy(source) if source.gguf_file else source
-
-
-def _dequantised_copy(source: ModelSource) -> ModelSource:
-    """Return a plain safetensors copy of a GGUF model, building it once.
-
-    De-quantising a GGUF file takes ~20 s for a 135M model on 2 cores; the plain copy loads in
-    about 1 s. The copy is written to a temp folder and renamed, so a killed run leaves no half copy.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path = Path(source.name_or_path) / str(source.gguf_file)
-    stat = gguf_path.stat()
-    # The format tag invalidates copies written before the GGUF quantization marker was dropped.
-    stamp = f"{_PLAIN_COPY_FORMAT}|{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    target = cache_dir() / "gguf-plain" / f"{gguf_path.stem}-{key}"
-    if (target / "config.json").exists():
-        return ModelSource(str(target))
-    log.info("de-quantising %s once into %s", gguf_path, target)
-    tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, gguf_file=source.gguf_file)
-    quantised = AutoModelForCausalLM.from_pretrained(
-        source.name_or_path, gguf_file=source.gguf_file, dtype=torch.float32
-    )
-    # A model loaded from GGUF refuses save_pretrained; rebuild it plainly from its config. The config
-    # keeps a `quantization_config` naming the GGUF file, which would mark every model loaded from the
-    # copy as GGUF-quantised too (and so unsaveable: exporting a LoRA retriever would fail), so drop it.
-    config = copy.deepcopy(quantised.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantised.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").exists():  # lost a race with another process: fine
-            raise
-    return ModelSource(str(target))

@@ -65,7 +65,7 @@ class Retriever(nn.Module):
         from sentence_transformers.sentence_transformer.modules import Normalize, Transformer
         from sentence_transformers.sentence_transformer.modules import Pooling as PoolingModule
 
-        from dreamir.models.frozen_lm import plain_model_source
+        from dreamir.assets import plain_model_source
 
         source = plain_model_source(spec)  # a GGUF decoder is de-quantised once, as for the frozen LLM
         is_st_folder = (Path(source.name_or_path) / "modules.json").exists()

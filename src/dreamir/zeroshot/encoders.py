@@ -64,7 +64,7 @@ def _truncate(tokenizer, text: str, max_tokens: int) -> str:
 
 
 def _resolve(name: str) -> str:
-    from dreamir.models.frozen_lm import plain_model_source
+    from dreamir.assets import plain_model_source
 
     return plain_model_source(name).name_or_path
 

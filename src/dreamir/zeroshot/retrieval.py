@@ -25,16 +25,6 @@ Mode = Literal["dense", "sparse", "hybrid", "multivector"]
 METHODS = {"promptreps": PromptReps, "diffretriever": DiffRetriever}
 
 
-def parse_zero_shot_spec(spec: str) -> tuple[str, str] | None:
-    """("promptreps", NAME) for "promptreps:NAME"; None for any other model argument."""
-    method, sep, name = spec.partition(":")
-    if sep and method.lower() in METHODS:
-        if not name:
-            raise ValueError(f"'{spec}': give a model after the colon, e.g. {method}:smollm2-135m-instruct")
-        return method.lower(), name
-    return None
-
-
 @dataclass
 class ZeroShotOptions:
     mode: Mode = "dense"

@@ -1,0 +1,1 @@
+"""Applications built from the library, run by the CLI: `dreamir compare` and `dreamir quickstart`."""
