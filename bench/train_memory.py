@@ -2,12 +2,13 @@
 1.5B judge within 16 GB).
 
     python bench/train_memory.py [--llm qwen2.5-coder-1.5b-instruct] [--corpus ../shared/assets/beir/scifact]
-                                 [--steps 4]
+                                 [--steps 4] [--gradient-checkpointing]
 
 Builds training data from the corpus with `dreamir build-data` defaults (8 candidates, 96-word
 chunks), then runs `dreamir train` with every other setting at its default (SmolLM2-135M frozen,
 all-MiniLM-L6-v2, batch 4, 16 heads selected at start, the reuse step) for a few steps in a child
-process, and reports the child's peak resident memory. Writes bench/results/train_memory.json.
+process, and reports the child's peak resident memory (`--gradient-checkpointing`: with
+train.gradient_checkpointing on). Writes bench/results/train_memory[-LLM][-checkpointing].json.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--llm", default="smollm2-135m-instruct")
     parser.add_argument("--limit-gb", type=float, default=None, help="target (default 6, or 16 for another --llm)")
-    parser.add_argument("--out", default=None, help="default bench/results/train_memory[-LLM].json")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="train.gradient_checkpointing=true")
+    parser.add_argument("--out", default=None, help="default bench/results/train_memory[-LLM][-checkpointing].json")
     args = parser.parse_args()
     default = args.llm == "smollm2-135m-instruct"
     limit_gb = args.limit_gb or (6.0 if default else 16.0)
-    name = "train_memory.json" if default else f"train_memory-{args.llm}.json"
+    suffix = ("" if default else f"-{args.llm}") + ("-checkpointing" if args.gradient_checkpointing else "")
+    name = f"train_memory{suffix}.json"
     out = args.out or str(ROOT / "bench/results" / name)
     cli = [sys.executable, "-m", "dreamir.cli"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,6 +59,7 @@ def main() -> None:
                 str(args.steps),
                 "--llm",
                 args.llm,
+                *(["--set", "train.gradient_checkpointing=true"] if args.gradient_checkpointing else []),
             ],
             check=True,
         )

@@ -147,3 +147,31 @@ def test_document_keys_depend_on_tokens_and_tag():
     key = DocumentKVStore.key
     assert key([[1, 2], [3]], "m") == key([[1, 2], [3]], "m")
     assert len({key([[1, 2], [3]], "m"), key([[1], [2, 3]], "m"), key([[1, 2], [3]], "other")}) == 3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("reuse", [False, True])
+def test_checkpointed_layers_give_the_same_loss_and_gradient(arch, reuse):
+    """Layer checkpointing of the frozen LLM recomputes every layer in the backward pass (its attention runs again)
+    and changes neither the loss nor the gradient; the model is left as it was."""
+    lm = make_lm(arch)
+    pb = packed(lm)
+    calls = []
+    for layer in lm.decoder.layers:
+        layer.self_attn.register_forward_hook(lambda *_: calls.append(1))
+    results = []
+    for recompute in (False, True):
+        lm.gradient_checkpointing = recompute
+        calls.clear()
+        scores = torch.randn(2, 3, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+        log_w = torch.log_softmax((scores / 0.5).masked_fill(~doc_mask(pb), float("-inf")), -1)
+        nll = target_nll(lm, pb, injection(pb, SOME_HEADS, log_w, "bias"), reuse_documents=reuse)
+        nll.sum().backward()
+        results.append((nll.detach(), scores.grad.clone(), len(calls)))
+    (ref_loss, ref_grad, plain_calls), (loss, grad, recomputed_calls) = results
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-8)
+    assert ref_grad.abs().sum() > 0
+    assert recomputed_calls == plain_calls + len(lm.decoder.layers)  # each layer of the graph pass replayed once
+    layer = lm.decoder.layers[0]
+    assert not layer.training and not layer.gradient_checkpointing and "_gradient_checkpointing_func" not in vars(layer)

@@ -162,3 +162,26 @@ def test_document_cache_is_refused_with_the_reference_step():
 
     with pytest.raises(ConfigError, match="document_cache_mb needs the reuse step"):
         load_config(None, {"dream.document_cache_mb": 10, "dream.reference_step": True})
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path, tiny_llm_dir):
+    """train.gradient_checkpointing (the retriever's backbone and the frozen LLM's graph segment) gives the same
+    steps as the plain run."""
+    from dreamir.config import load_config
+    from dreamir.testing import save_tiny_encoder
+    from dreamir.trainer import Trainer
+
+    encoder = save_tiny_encoder(tmp_path / "encoder", dropout=0.0)
+    base = write_config(tmp_path, tiny_llm_dir, encoder, "plain", steps=3)
+    Trainer(load_config(base), show_progress=False).train()
+    overrides = {
+        "run_dir": str(tmp_path / "recompute"),
+        "heads.file": str(tmp_path / "plain" / "heads.json"),
+        "train.gradient_checkpointing": True,
+    }
+    recompute = Trainer(load_config(base, overrides), show_progress=False)
+    assert recompute.lm.gradient_checkpointing and recompute.retriever.backbone_module.model.is_gradient_checkpointing
+    recompute.train()
+    a, b = final_state(tmp_path / "plain"), final_state(tmp_path / "recompute")
+    for name, value in a["retriever"].items():
+        torch.testing.assert_close(b["retriever"][name], value, atol=1e-5, rtol=1e-4)

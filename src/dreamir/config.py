@@ -87,6 +87,9 @@ class TrainConfig(StrictConfig):
     ema_decay: float | None = Field(None, ge=0, lt=1)
     anchor_weight: float = Field(1.0, ge=0)
     anchor_temperature: float = Field(0.05, gt=0)
+    # Recompute layer activations in the backward pass (the retriever's backbone and the frozen LLM's
+    # [q][y] graph segment) instead of keeping them: less memory, one more forward, same gradients.
+    gradient_checkpointing: bool = False
 
 
 class RunSettings(StrictConfig):

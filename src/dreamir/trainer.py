@@ -119,6 +119,10 @@ class Trainer:
             else [None] * len(examples)
         )
         self.retriever = retriever or build_retriever(config)
+        if config.train.gradient_checkpointing:
+            self.retriever.enable_gradient_checkpointing()
+            if self.lm is not None:
+                self.lm.gradient_checkpointing = True
         if self.group.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "checkpoints").mkdir(exist_ok=True)

@@ -61,6 +61,9 @@ class FrozenLM:
     model: nn.Module  # *ForCausalLM
     tokenizer: object
     source: str
+    # Recompute each layer's activations in the backward pass instead of keeping them (lm_passes.target_nll):
+    # memory for time, same loss and gradients.
+    gradient_checkpointing: bool = False
 
     @property
     def config(self):

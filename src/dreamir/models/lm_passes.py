@@ -12,10 +12,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
 
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import AttentionArgs, AttentionModifier, HeadInjection, InBatchAttention, InjectionMode
@@ -43,7 +48,7 @@ def target_nll(
     """
     split = packed.doc_region if reuse_documents else 0
     modifiers = [m for m in (injection, inbatch) if m is not None]
-    inputs = packed.model_inputs(*modifiers)
+    inputs = {**packed.model_inputs(*modifiers), "use_cache": False}
     if split:
         cache = document_cache(lm, packed, document_keys, store)
         inputs = {
@@ -51,10 +56,12 @@ def target_nll(
             "position_ids": packed.position_ids[:, split:],
             "attention_mask": packed.attention_mask[:, :, split:, :],
             "dreamir": AttentionArgs(packed.position_ids, modifiers),
-            "past_key_values": cache,
-            "use_cache": True,
+            "past_key_values": cache,  # read, never extended
+            "use_cache": False,
         }
-    hidden = lm.decoder(**inputs).last_hidden_state
+    recompute = lm.gradient_checkpointing and torch.is_grad_enabled()
+    with checkpointed_layers(lm) if recompute else nullcontext():
+        hidden = lm.decoder(**inputs).last_hidden_state
     rows = (packed.predict_rows - split).clamp_min(0)
     picked = torch.gather(hidden, 1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
     logits = lm.logits(picked).float()
@@ -63,10 +70,46 @@ def target_nll(
     return (nll * mask).sum(1) / mask.sum(1)
 
 
+class PrefixCache(DynamicCache):
+    """Document keys/values that the [q][y] segment reads and never extends: each layer's `update` returns
+    the prefix joined with the segment's own keys/values without storing them. So a layer's output depends
+    on its inputs only, which layer checkpointing needs (its backward replays the layer), and the cache does
+    not keep a second copy of every layer's keys."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        layer = self.layers[layer_idx]
+        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+
+@contextmanager
+def checkpointed_layers(lm: FrozenLM) -> Iterator[None]:
+    """Checkpoint every decoder layer of the frozen LLM for one pass, with transformers' own mechanism
+    (`GradientCheckpointingLayer`): a layer keeps only its input and recomputes its activations in the
+    backward pass. That mechanism acts only on a layer in training mode and drops a cache unless the layer
+    only reads it; here the layer module itself is flagged as training (its attention and MLP submodules
+    stay in eval mode, and dreamir's attention applies no dropout) and the cache is a read-only
+    `PrefixCache`. Restored on exit."""
+    layers = list(lm.decoder.layers)
+    saved = [(layer.training, layer.gradient_checkpointing, dict(layer.__dict__)) for layer in layers]
+    for layer in layers:
+        layer.training = True
+        layer.gradient_checkpointing = True
+        layer._can_checkpoint_with_cache = True
+        layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for layer, (training, enabled, attributes) in zip(layers, saved):
+            layer.training, layer.gradient_checkpointing = training, enabled
+            for name in ("_can_checkpoint_with_cache", "_gradient_checkpointing_func"):
+                if name in attributes:
+                    setattr(layer, name, attributes[name])
+                else:
+                    layer.__dict__.pop(name, None)
+
+
 def document_region_kv(lm: FrozenLM, packed: PackedBatch, rows: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer (keys, values) of the sink + document region of the given batch rows, no graph."""
-    from transformers import DynamicCache
-
     split = packed.doc_region
     # A cache without the model config keeps every key (no sliding-window eviction); windows are
     # applied by dreamir's attention from the positions, as in the reference step.
@@ -90,11 +133,9 @@ def document_cache(
     """Keys/values of the sink + document region for every layer, computed without a graph (or
     taken from `store`). Columns past an example's own documents are padding the [q][y] rows never
     attend to, so stored entries are trimmed to the example's length and zero-filled back."""
-    from transformers import DynamicCache
-
     batch = packed.input_ids.shape[0]
     if store is None or document_keys is None:
-        return DynamicCache(document_region_kv(lm, packed, list(range(batch))))
+        return PrefixCache(document_region_kv(lm, packed, list(range(batch))))
     assert packed.doc_lengths is not None
     stored = [store.get(key) for key in document_keys]
     missing = [b for b, kv in enumerate(stored) if kv is None]
@@ -112,7 +153,7 @@ def document_cache(
     )
     for b, kv in enumerate(stored):
         full[:, :, b, :, : kv.shape[3]] = kv.to(full.device)
-    return DynamicCache([(full[i, 0], full[i, 1]) for i in range(layers)])
+    return PrefixCache([(full[i, 0], full[i, 1]) for i in range(layers)])
 
 
 @torch.no_grad()

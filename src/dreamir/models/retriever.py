@@ -117,6 +117,11 @@ class Retriever(nn.Module):
     def backbone_module(self) -> nn.Module:
         return self.st[0]
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the backbone's layer activations in the backward pass (transformers' own checkpointing,
+        non-reentrant: works under LoRA without making the inputs require grad; dropout replays the same RNG)."""
+        self.backbone_module.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     @property
     def uses_lora(self) -> bool:
         return hasattr(self.backbone_module.model, "peft_config")
