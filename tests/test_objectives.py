@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -218,3 +219,30 @@ def test_revela_trains_the_retriever_and_optionally_lm_lora(retriever):
         if train_lm:  # LoRA's B starts at 0, so the loss is unchanged and A gets no gradient yet; B does
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in extra.items() if "lora_B" in n)
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)  # reuse step (frozen) = full graph (LoRA at 0)
+
+
+def test_learnable_temperature_trains_with_its_own_rate_and_resumes(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    """dream.learn_temperature: log τ is a trainable parameter in its own optimiser group (lr
+    dream.temperature_lr, no weight decay), logged as `tau`, and checkpointed; off, τ is the constant."""
+    from dreamir.config import load_config
+    from dreamir.trainer import Trainer
+    from tests.test_trainer import write_config
+
+    base = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "fixed", steps=3)
+    fixed = Trainer(load_config(base), show_progress=False)
+    assert fixed.extra_params == {} and len(fixed.optimizer.param_groups) == 1
+    overrides = {"run_dir": str(tmp_path / "learn"), "dream.learn_temperature": True, "dream.temperature_lr": 0.05}
+    trainer = Trainer(load_config(base, overrides), show_progress=False)
+    log_tau = trainer.extra_params["log_temperature"]
+    assert float(log_tau.detach().exp()) == pytest.approx(0.05)
+    group = trainer.optimizer.param_groups[1]
+    assert group["params"] == [log_tau] and group["weight_decay"] == 0.0 and group["initial_lr"] == 0.05
+    trainer.train()
+    tau = float(log_tau.detach().exp())
+    assert tau != pytest.approx(0.05, rel=1e-3)  # moved: at lr 1e-3 (train.lr) it could not have moved this far
+    logged = [json.loads(line) for line in (tmp_path / "learn" / "log.jsonl").read_text().splitlines()]
+    # τ as each step used it: the start, then values the updates gave
+    assert logged[0]["tau"] == pytest.approx(0.05) and logged[-1]["tau"] != pytest.approx(0.05, rel=1e-3)
+    resumed = Trainer(load_config(base, overrides), show_progress=False)
+    resumed.resume()
+    assert float(resumed.extra_params["log_temperature"].detach().exp()) == pytest.approx(tau)

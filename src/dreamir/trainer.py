@@ -140,14 +140,20 @@ class Trainer:
             Anchor(tc.anchor, tc.anchor_weight, tc.anchor_temperature, self.retriever) if tc.anchor != "none" else None
         )
         self.extra_params = self.objective.extra_parameters()
-        self.optimizer = torch.optim.AdamW(
-            self._trainable(), lr=config.train.lr, weight_decay=config.train.weight_decay
-        )
+        own_lr = {n: lr for n, lr in self.objective.extra_learning_rates().items() if n in self.extra_params}
+        groups = [{"params": [p for n, p in self._named_trainable() if n not in own_lr]}]
+        # e.g. a learnable temperature: its own rate, and no decay pulling log τ to 0
+        groups += [{"params": [self.extra_params[n]], "lr": lr, "weight_decay": 0.0} for n, lr in own_lr.items()]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.train.lr, weight_decay=config.train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
 
+    def _named_trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        retriever = [(f"retriever.{n}", p) for n, p in self.retriever.named_parameters() if p.requires_grad]
+        return retriever + list(self.extra_params.items())
+
     def _trainable(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.retriever.parameters() if p.requires_grad] + list(self.extra_params.values())
+        return [p for _, p in self._named_trainable()]
 
     # ------------------------------------------------------------------ schedule and data order
     def _lr_factor(self, step: int) -> float:

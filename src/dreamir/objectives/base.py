@@ -10,6 +10,7 @@ prepares what else it needs (DREAM: its head set and document cache).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -62,6 +63,10 @@ class Objective:
         """Trainable parameters besides the retriever's (saved in checkpoints), usually none."""
         return {}
 
+    def extra_learning_rates(self) -> dict[str, float]:
+        """Own learning rates for some of `extra_parameters` (by name); the others use train.lr."""
+        return {}
+
     def summary(self) -> str | None:
         """A line for the end of training (e.g. cache statistics), or None."""
         return None
@@ -97,6 +102,24 @@ def candidate_scores(
     return torch.stack(rows), mask
 
 
-def log_doc_weights(scores: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+class Temperature:
+    """A softmax temperature τ: fixed, or learnable — a trainable log τ (so τ stays positive) starting at
+    `value`, with its own learning rate, since the retriever's (~1e-5) would leave it where it began."""
+
+    def __init__(self, value: float, learnable: bool = False, lr: float = 1e-2) -> None:
+        self.value, self.lr = value, lr
+        self.log_value = torch.nn.Parameter(torch.tensor(math.log(value))) if learnable else None
+
+    def __call__(self) -> torch.Tensor | float:
+        return self.log_value.exp() if self.log_value is not None else self.value
+
+    def current(self) -> float:
+        return float(self.log_value.detach().exp()) if self.log_value is not None else self.value
+
+    def parameters(self, name: str) -> dict[str, torch.nn.Parameter]:
+        return {name: self.log_value} if self.log_value is not None else {}
+
+
+def log_doc_weights(scores: torch.Tensor, mask: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     """log softmax(s/τ) over each example's real candidates; padding candidates get -inf."""
     return torch.log_softmax((scores / temperature).masked_fill(~mask, float("-inf")), dim=-1)

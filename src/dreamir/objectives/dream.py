@@ -28,6 +28,7 @@ from dreamir.objectives.base import (
     Objective,
     ObjectiveContext,
     ObjectiveOutput,
+    Temperature,
     candidate_scores,
     log_doc_weights,
 )
@@ -36,6 +37,10 @@ from dreamir.settings import StrictConfig
 
 class DreamConfig(StrictConfig):
     temperature: float = Field(0.05, gt=0)
+    # τ as a trainable parameter starting at `temperature` (an untrained retriever's scores are nearly equal,
+    # so a fixed τ leaves the weights uniform), with its own learning rate.
+    learn_temperature: bool = False
+    temperature_lr: float = Field(1e-2, gt=0)
     mode: Literal["bias", "reweight"] = "bias"
     layout: Literal["separate", "concat"] = "separate"
     # The full-graph step (graph over document rows too); the default reuses document keys/values.
@@ -76,6 +81,7 @@ class DreamObjective(Objective):
         self.lm, self.retriever, self.config, self.heads = lm, retriever, config, heads
         self.document_store = document_store
         self._store_tag = f"{lm.source}|{lm.dtype}|{config.layout}|{lm.sink_token_id}"
+        self.temperature = Temperature(config.temperature, config.learn_temperature, config.temperature_lr)
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> DreamObjective:
@@ -86,9 +92,15 @@ class DreamObjective(Objective):
     def summary(self) -> str | None:
         return self.document_store.summary() if self.document_store is not None else None
 
+    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
+        return self.temperature.parameters("log_temperature")
+
+    def extra_learning_rates(self) -> dict[str, float]:
+        return {"log_temperature": self.temperature.lr}
+
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)
-        log_w = log_doc_weights(scores, mask, self.config.temperature)
+        log_w = log_doc_weights(scores, mask, self.temperature())
         packed = self.lm.pack(tokenized, self.config.layout)
         injection = HeadInjection(
             heads=self.heads,
@@ -115,6 +127,7 @@ class DreamObjective(Objective):
                 "loss": loss.item(),
                 "w_max": float(w.max(-1).values.mean()),
                 "w_entropy": float(entropy),
+                "tau": self.temperature.current(),
             },
         )
 
