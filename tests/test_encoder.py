@@ -11,6 +11,10 @@ from tests.test_beir_and_eval import CORPUS, QUERIES, make_beir
 
 
 def test_specs_are_read_in_one_place(tmp_path, tiny_encoder_dir):
+    from dreamir.eval.encoder import ZERO_SHOT_METHODS
+    from dreamir.zeroshot.retrieval import METHODS
+
+    assert tuple(METHODS) == ZERO_SHOT_METHODS  # the spec reader knows every zero-shot method
     assert ModelSpec.parse("bm25").kind == ModelSpec.parse("BM25").kind == "bm25"
     zero_shot = ModelSpec.parse("PromptReps:smollm2-135m-instruct", check=False)
     assert (zero_shot.kind, zero_shot.name, zero_shot.is_zero_shot) == ("promptreps", "smollm2-135m-instruct", True)

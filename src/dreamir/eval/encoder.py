@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -24,7 +24,11 @@ from dreamir.eval.cache import encode_cached, retriever_fingerprint
 from dreamir.eval.metrics import Run
 from dreamir.eval.search import bm25_run, exact_topk, to_run
 from dreamir.models.retriever import Retriever
-from dreamir.zeroshot.retrieval import METHODS, ZeroShotOptions, ZeroShotRetriever
+
+if TYPE_CHECKING:
+    from dreamir.zeroshot.retrieval import ZeroShotOptions
+
+ZERO_SHOT_METHODS = ("promptreps", "diffretriever")  # zeroshot/retrieval.py implements them (imported lazily)
 
 Kind = Literal["bm25", "dense", "promptreps", "diffretriever"]
 
@@ -44,7 +48,7 @@ class ModelSpec:
         if spec.lower() == "bm25":
             return cls("bm25", "bm25", spec)
         method, sep, name = spec.partition(":")
-        if sep and method.lower() in METHODS:
+        if sep and method.lower() in ZERO_SHOT_METHODS:
             if not name:
                 raise ValueError(f"'{spec}': give a model after the colon, e.g. {method}:smollm2-135m-instruct")
             parsed = cls(method.lower(), name, spec)  # type: ignore[arg-type]
@@ -56,7 +60,7 @@ class ModelSpec:
 
     @property
     def is_zero_shot(self) -> bool:
-        return self.kind in METHODS
+        return self.kind in ZERO_SHOT_METHODS
 
 
 def exported_retriever(spec: str) -> str:
@@ -121,26 +125,6 @@ class DenseEncoder(Encoder):
         return retriever_fingerprint(self.retriever)
 
 
-class ZeroShotEncoder(Encoder):
-    """PromptReps / DiffRetriever. `retrieve` scores in the options' mode (dense, sparse, hybrid,
-    multivector); the vectors are the pooled dense ones (what an index holds)."""
-
-    def __init__(self, spec: ModelSpec, options: ZeroShotOptions | None = None) -> None:
-        self.zero_shot = ZeroShotRetriever(spec.kind, spec.name, options)
-        self.label = self.zero_shot.label
-        self.spec = spec.text
-
-    def encode_queries(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        return self.zero_shot.encoder.encode(texts, "query", self.zero_shot.options.batch_size, show_progress).pooled()
-
-    def encode_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        bs = self.zero_shot.options.batch_size
-        return self.zero_shot.encoder.encode(texts, "document", bs, show_progress).pooled()
-
-    def retrieve(self, corpus, queries, k=100, ignore_identical_ids=True, show_progress=True) -> Run:
-        return self.zero_shot.run(corpus, queries, k, ignore_identical_ids, show_progress)
-
-
 class BM25Encoder(Encoder):
     """bm25s over the corpus at hand (stemmed, English stop-words); no vectors."""
 
@@ -167,7 +151,10 @@ def load_encoder(
     if spec.kind == "bm25":
         encoder: Encoder = BM25Encoder()
     elif spec.is_zero_shot:
-        encoder = ZeroShotEncoder(spec, zero_shot or ZeroShotOptions(device=device))
+        from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever
+
+        encoder = ZeroShotRetriever(spec.kind, spec.name, zero_shot or ZeroShotOptions(device=device))
+        encoder.spec = spec.text
     else:
         encoder = DenseEncoder(Retriever.load(spec.name, device=device), spec.text, use_cache)
         encoder.spec = spec.name

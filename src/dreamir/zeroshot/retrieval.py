@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from dreamir.eval.encoder import Encoder
 from dreamir.eval.metrics import Run
 from dreamir.eval.search import to_run
 from dreamir.zeroshot.encoders import DiffRetriever, PromptReps, Representations, load_templates
@@ -62,7 +63,10 @@ def score_matrix(queries: Representations, docs: Representations, mode: Mode, k:
     raise ValueError(f"unknown mode '{mode}': use dense, sparse, hybrid or multivector")
 
 
-class ZeroShotRetriever:
+class ZeroShotRetriever(Encoder):
+    """PromptReps / DiffRetriever as an `Encoder`: `retrieve` scores in the options' mode (dense, sparse,
+    hybrid, multivector); the vectors are the pooled dense ones (what an index holds)."""
+
     def __init__(self, method: str, name: str, options: ZeroShotOptions | None = None) -> None:
         self.options = options or ZeroShotOptions()
         if self.options.mode == "multivector" and method != "diffretriever":
@@ -75,16 +79,16 @@ class ZeroShotRetriever:
             trust_remote_code=self.options.trust_remote_code,
         )
         self.label = f"{method}:{name} ({self.options.mode}, k={self.encoder.words})"
+        self.spec = f"{method}:{name}"
         self.encode_seconds = 0.0
 
-    def run(
-        self,
-        corpus: dict[str, str],
-        queries: dict[str, str],
-        k: int = 100,
-        ignore_identical_ids: bool = True,
-        show_progress: bool = True,
-    ) -> Run:
+    def encode_queries(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        return self.encoder.encode(texts, "query", self.options.batch_size, show_progress).pooled()
+
+    def encode_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        return self.encoder.encode(texts, "document", self.options.batch_size, show_progress).pooled()
+
+    def retrieve(self, corpus, queries, k=100, ignore_identical_ids=True, show_progress=True) -> Run:
         doc_ids, query_ids = list(corpus), list(queries)
         bs = self.options.batch_size
         docs = self.encoder.encode([corpus[d] for d in doc_ids], "document", bs, show_progress)
