@@ -221,17 +221,23 @@ def test_revela_trains_the_retriever_and_optionally_lm_lora(retriever):
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)  # reuse step (frozen) = full graph (LoRA at 0)
 
 
-def test_learnable_temperature_trains_with_its_own_rate_and_resumes(tmp_path, tiny_llm_dir, tiny_encoder_dir):
-    """dream.learn_temperature: log τ is a trainable parameter in its own optimiser group (lr
-    dream.temperature_lr, no weight decay), logged as `tau`, and checkpointed; off, τ is the constant."""
+@pytest.mark.parametrize("objective", ["dream", "dream_distill"])
+def test_learnable_temperature_has_its_own_rate_and_resumes(objective, tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    """<objective>.learn_temperature: log τ is a trainable parameter in its own optimiser group (lr
+    <objective>.temperature_lr, no weight decay), logged as `tau`, and checkpointed; off, τ is the constant."""
     from dreamir.config import load_config
     from dreamir.trainer import Trainer
     from tests.test_trainer import write_config
 
     base = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "fixed", steps=3)
-    fixed = Trainer(load_config(base), show_progress=False)
+    fixed = Trainer(load_config(base, {"train.objective": objective}), show_progress=False)
     assert fixed.extra_params == {} and len(fixed.optimizer.param_groups) == 1
-    overrides = {"run_dir": str(tmp_path / "learn"), "dream.learn_temperature": True, "dream.temperature_lr": 0.05}
+    overrides = {
+        "run_dir": str(tmp_path / "learn"),
+        "train.objective": objective,
+        f"{objective}.learn_temperature": True,
+        f"{objective}.temperature_lr": 0.05,
+    }
     trainer = Trainer(load_config(base, overrides), show_progress=False)
     log_tau = trainer.extra_params["log_temperature"]
     assert float(log_tau.detach().exp()) == pytest.approx(0.05)

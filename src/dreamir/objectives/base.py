@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from dreamir.data.training import Example
 from dreamir.distributed import ProcessGroup
@@ -102,6 +103,16 @@ def candidate_scores(
     return torch.stack(rows), mask
 
 
+class TemperatureConfig(StrictConfig):
+    """The τ of softmax(s/τ) over the retriever's candidate scores, as DREAM and DREAM-distill set it."""
+
+    temperature: float = Field(0.05, gt=0)
+    # τ as a trainable parameter starting at `temperature` (an untrained retriever's scores are nearly equal,
+    # so a fixed τ leaves the weights uniform), with its own learning rate.
+    learn_temperature: bool = False
+    temperature_lr: float = Field(1e-2, gt=0)
+
+
 class Temperature:
     """A softmax temperature τ: fixed, or learnable — a trainable log τ (so τ stays positive) starting at
     `value`, with its own learning rate, since the retriever's (~1e-5) would leave it where it began."""
@@ -109,6 +120,10 @@ class Temperature:
     def __init__(self, value: float, learnable: bool = False, lr: float = 1e-2) -> None:
         self.value, self.lr = value, lr
         self.log_value = torch.nn.Parameter(torch.tensor(math.log(value))) if learnable else None
+
+    @classmethod
+    def from_config(cls, config: TemperatureConfig) -> Temperature:
+        return cls(config.temperature, config.learn_temperature, config.temperature_lr)
 
     def __call__(self) -> torch.Tensor | float:
         return self.log_value.exp() if self.log_value is not None else self.value

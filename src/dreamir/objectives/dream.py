@@ -29,18 +29,13 @@ from dreamir.objectives.base import (
     ObjectiveContext,
     ObjectiveOutput,
     Temperature,
+    TemperatureConfig,
     candidate_scores,
     log_doc_weights,
 )
-from dreamir.settings import StrictConfig
 
 
-class DreamConfig(StrictConfig):
-    temperature: float = Field(0.05, gt=0)
-    # τ as a trainable parameter starting at `temperature` (an untrained retriever's scores are nearly equal,
-    # so a fixed τ leaves the weights uniform), with its own learning rate.
-    learn_temperature: bool = False
-    temperature_lr: float = Field(1e-2, gt=0)
+class DreamConfig(TemperatureConfig):
     mode: Literal["bias", "reweight"] = "bias"
     layout: Literal["separate", "concat"] = "separate"
     # The full-graph step (graph over document rows too); the default reuses document keys/values.
@@ -81,7 +76,7 @@ class DreamObjective(Objective):
         self.lm, self.retriever, self.config, self.heads = lm, retriever, config, heads
         self.document_store = document_store
         self._store_tag = f"{lm.source}|{lm.dtype}|{config.layout}|{lm.sink_token_id}"
-        self.temperature = Temperature(config.temperature, config.learn_temperature, config.temperature_lr)
+        self.temperature = Temperature.from_config(config)
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> DreamObjective:

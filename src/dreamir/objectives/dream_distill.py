@@ -31,13 +31,19 @@ from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.layout import TokenizedExample
 from dreamir.models.lm_passes import weight_gradient
 from dreamir.models.retriever import Retriever
-from dreamir.objectives.base import Objective, ObjectiveContext, ObjectiveOutput, candidate_scores, log_doc_weights
+from dreamir.objectives.base import (
+    Objective,
+    ObjectiveContext,
+    ObjectiveOutput,
+    Temperature,
+    TemperatureConfig,
+    candidate_scores,
+    log_doc_weights,
+)
 from dreamir.objectives.dream import heads_for_run
-from dreamir.settings import StrictConfig
 
 
-class DreamDistillConfig(StrictConfig):
-    temperature: float = Field(0.05, gt=0)  # τ of P_R (DREAM's)
+class DreamDistillConfig(TemperatureConfig):  # temperature: τ of P_R (DREAM's)
     judge_temperature: float = Field(0.5, gt=0)  # τ_J of P_J, in units of g (or of its std when standardised)
     judge_scale: Literal["standardised", "raw"] = "standardised"
     signal_cache_mb: int = Field(256, gt=0)  # a few floats per example: 256 MB holds millions
@@ -66,6 +72,7 @@ class DreamDistillObjective(Objective):
         heads_id = hashlib.sha256(repr(sorted(heads)).encode()).hexdigest()[:12]
         self._tag = f"judge-signal|{lm.source}|{lm.dtype}|{mode}|{layout}|{lm.sink_token_id}|{heads_id}"
         self.judge_calls = 0  # judge passes run by this objective (a warm store needs none)
+        self.temperature = Temperature.from_config(config)
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> DreamDistillObjective:
@@ -76,6 +83,12 @@ class DreamDistillObjective(Objective):
 
     def summary(self) -> str | None:
         return f"judge signal: {self.judge_calls} judge passes; {self.store.summary()}"
+
+    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
+        return self.temperature.parameters("log_temperature")
+
+    def extra_learning_rates(self) -> dict[str, float]:
+        return {"log_temperature": self.temperature.lr}
 
     def _key(self, example: TokenizedExample) -> str:
         return DocumentKVStore.key([*example.docs, example.query, example.target], self._tag)
@@ -108,10 +121,17 @@ class DreamDistillObjective(Objective):
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)
         log_p_judge = self.judge_log_distribution(tokenized, mask).to(scores.device)
-        log_p_retriever = log_doc_weights(scores, mask, self.config.temperature)
+        log_p_retriever = log_doc_weights(scores, mask, self.temperature())
         p_judge = log_p_judge.exp()
         kl = (p_judge * (log_p_judge - log_p_retriever)).masked_fill(~mask, 0).sum(-1)
         loss = kl.mean()
         return ObjectiveOutput(
-            loss, {"loss": loss.item(), "p_judge_max": float(p_judge.max(-1).values.mean())}, scores, mask
+            loss,
+            {
+                "loss": loss.item(),
+                "p_judge_max": float(p_judge.max(-1).values.mean()),
+                "tau": self.temperature.current(),
+            },
+            scores,
+            mask,
         )
