@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dreamir.data.training import TokenizedExample
 from dreamir.models.frozen_lm import FrozenLM, UnsupportedModelError
 from dreamir.models.injection import SELF_SHARE, HeadInjection
-from dreamir.models.layout import TokenizedExample, pack_batch
+from dreamir.models.layout import pack_batch
 from dreamir.models.lm_passes import target_nll
 from dreamir.testing import tiny_causal_lm
 

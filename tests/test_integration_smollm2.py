@@ -34,7 +34,8 @@ def slice_examples():
 
 def test_smollm2_is_a_real_language_model(smollm2):
     """Guards against random or mis-loaded weights: plain English must be predictable."""
-    from dreamir.models.layout import TokenizedExample, pack_batch
+    from dreamir.data.training import TokenizedExample
+    from dreamir.models.layout import pack_batch
     from dreamir.models.lm_passes import target_nll
 
     ids = smollm2.tokenize("The capital of France is Paris. The capital of Germany is Berlin.")

@@ -35,11 +35,17 @@ from dreamir.checkpoints import (
     numpy_state_to_safe,
 )
 from dreamir.config import RunConfig, dump_config
-from dreamir.data.training import DataStats, Example, load_examples, shuffled_targets, tokenize_examples
+from dreamir.data.training import (
+    DataStats,
+    Example,
+    TokenizedExample,
+    load_examples,
+    shuffled_targets,
+    tokenize_examples,
+)
 from dreamir.distributed import init_from_env
 from dreamir.files import atomic_open, atomic_write
 from dreamir.models.frozen_lm import FrozenLM, parse_dtype
-from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import Retriever
 from dreamir.objectives import ObjectiveContext, get_objective
 from dreamir.objectives.anchor import Anchor

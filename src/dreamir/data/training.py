@@ -18,8 +18,16 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from dreamir.data.jsonl import DataError, iter_jsonl, require_str
-from dreamir.models.layout import TokenizedExample
 from dreamir.settings import TokenLimits
+
+
+@dataclass
+class TokenizedExample:
+    """One example in frozen-LLM token ids (already truncated)."""
+
+    query: list[int]
+    target: list[int]
+    docs: list[list[int]]
 
 
 @dataclass

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from dreamir.assets import dequantised_copy, resolve_model
+from dreamir.data.training import TokenizedExample
 from dreamir.models.injection import ATTENTION_NAME, register_attention
-from dreamir.models.layout import Layout, PackedBatch, TokenizedExample, pack_batch
+from dreamir.models.layout import Layout, PackedBatch, pack_batch
 
 log = logging.getLogger(__name__)
 

@@ -14,21 +14,13 @@ from typing import Literal
 
 import torch
 
+from dreamir.data.training import TokenizedExample
 from dreamir.models.injection import AttentionArgs, AttentionModifier
 
 Layout = Literal["separate", "concat"]
 
 # Segment codes for the mask builder.
 _PAD, _SINK, _QY = -3, -2, -1
-
-
-@dataclass
-class TokenizedExample:
-    """One example in frozen-LLM token ids (already truncated)."""
-
-    query: list[int]
-    target: list[int]
-    docs: list[list[int]]
 
 
 @dataclass

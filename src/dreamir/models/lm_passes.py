@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
+from dreamir.data.training import TokenizedExample
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import AttentionArgs, AttentionModifier, HeadInjection, InBatchAttention, InjectionMode
 from dreamir.models.kv_store import DocumentKVStore
-from dreamir.models.layout import PackedBatch, TokenizedExample
+from dreamir.models.layout import PackedBatch
 
 
 def target_nll(

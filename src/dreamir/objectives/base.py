@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from dreamir.data.training import Example
+from dreamir.data.training import Example, TokenizedExample
 from dreamir.distributed import ProcessGroup
 from dreamir.models.frozen_lm import FrozenLM
-from dreamir.models.layout import TokenizedExample
 from dreamir.models.retriever import Retriever
 from dreamir.settings import StrictConfig
 

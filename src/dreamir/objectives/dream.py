@@ -16,12 +16,11 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from dreamir.data.training import Example
+from dreamir.data.training import Example, TokenizedExample
 from dreamir.heads import load_heads, select_heads_label_free
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
 from dreamir.models.kv_store import DocumentKVStore
-from dreamir.models.layout import TokenizedExample
 from dreamir.models.lm_passes import target_nll
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import (

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from dreamir.data.training import Example
-from dreamir.models.layout import TokenizedExample
+from dreamir.data.training import Example, TokenizedExample
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import Objective, ObjectiveContext, ObjectiveOutput, candidate_scores
 from dreamir.settings import StrictConfig

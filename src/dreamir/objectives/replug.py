@@ -14,10 +14,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from dreamir.data.training import Example
+from dreamir.data.training import Example, TokenizedExample
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.kv_store import DocumentKVStore
-from dreamir.models.layout import TokenizedExample
 from dreamir.models.lm_passes import candidate_nll
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import (

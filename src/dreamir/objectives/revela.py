@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from dreamir.data.training import Example
+from dreamir.data.training import Example, TokenizedExample
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import InBatchAttention
-from dreamir.models.layout import PackedBatch, TokenizedExample
+from dreamir.models.layout import PackedBatch
 from dreamir.models.lm_passes import target_nll
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import (
