@@ -245,7 +245,8 @@ def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> 
 def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
     """Train and evaluate what is not finished, writing the report after every method. With
     `report_only`, nothing is trained or evaluated: the report shows the methods already finished on
-    the current evaluation scope (e.g. while a long comparison is still running)."""
+    the current evaluation scope (e.g. while a long comparison is still running). Returns what
+    compare.json holds: {dataset: {row: metrics, seeds and paired tests}}."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
@@ -281,7 +282,7 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
     results = {name: rows for name, rows in results.items() if rows}
     if results:
         write_outputs(config, results)
-    return results
+    return {dataset: add_paired_tests(rows) for dataset, rows in results.items()}
 
 
 def pool_seeds(per_seed: list[tuple[int, dict]]) -> dict:
