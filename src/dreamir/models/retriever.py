@@ -120,7 +120,12 @@ class Retriever(nn.Module):
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the backbone's layer activations in the backward pass (transformers' own checkpointing,
         non-reentrant: works under LoRA without making the inputs require grad; dropout replays the same RNG)."""
-        self.backbone_module.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = self.backbone_module.model
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.23 (the older name is deprecated)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     @property
     def uses_lora(self) -> bool:
