@@ -69,11 +69,13 @@ def main() -> None:
     learn.pop("machine", None)
     judge = {"judge": config.base.get("llm", {}).get("name"), "recipe": config.datasets[0].build.recipe}
     learn["p_values"] = "paired randomization test over queries, per-query nDCG@10 averaged over seeds (pooled)"
+    # a run over some of the datasets (--dataset) keeps what earlier runs recorded for the others
     if args.variant:
-        variant = {**judge, "config": str(args.config), "overrides": args.set, **entry}
-        learn.setdefault("variants", {})[args.variant] = variant
+        earlier = learn.setdefault("variants", {}).get(args.variant, {})
+        setup = {**judge, "config": str(args.config), "overrides": args.set}
+        learn["variants"][args.variant] = {**earlier, **setup, **entry}
     else:
-        learn.update(judge, dev=entry, config=str(args.config))
+        learn.update(judge, dev={**learn.get("dev", {}), **entry}, config=str(args.config))
     write_result(args.out, learn)
     for name, e in entry.items():
         print(

@@ -108,10 +108,12 @@ class Encoder:
 class DenseEncoder(Encoder):
     """A dreamir `Retriever` (sentence-transformers underneath); document embeddings are cached on disk."""
 
-    def __init__(self, retriever: Retriever, label: str = "", use_cache: bool = True, batch_size: int = 64) -> None:
+    def __init__(
+        self, retriever: Retriever, label: str = "", use_cache: bool = True, batch_size: int = 64, spec: str = ""
+    ) -> None:
         self.retriever = retriever
         self.label = label or retriever.source
-        self.spec = retriever.source
+        self.spec = spec  # empty for a retriever built in memory: nothing loads it again by name
         self.use_cache = use_cache
         self.batch_size = batch_size
 
@@ -154,10 +156,8 @@ def load_encoder(
         from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever
 
         encoder = ZeroShotRetriever(spec.kind, spec.name, zero_shot or ZeroShotOptions(device=device))
-        encoder.spec = spec.text
     else:
-        encoder = DenseEncoder(Retriever.load(spec.name, device=device), spec.text, use_cache)
-        encoder.spec = spec.name
+        encoder = DenseEncoder(Retriever.load(spec.name, device=device), spec.text, use_cache, spec=spec.name)
     if label:
         encoder.label = label
     return encoder

@@ -13,7 +13,7 @@ from dreamir.data.beir import load_corpus
 from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
 from dreamir.distributed import init_from_env
-from dreamir.eval.encoder import ModelSpec, load_encoder
+from dreamir.eval.encoder import load_encoder
 from dreamir.eval.index import DenseIndex
 from dreamir.files import atomic_open
 
@@ -75,10 +75,7 @@ def build_index(
     stats = DataStats()
     corpus = load_corpus(path, stats)
     doc_ids = list(corpus)
-    spec = ModelSpec.parse(model)
-    if spec.kind == "bm25":
-        raise ValueError("bm25 has no dense vectors to index; index a dense or zero-shot model (bm25s keeps its own)")
-    encoder = load_encoder(spec, device=device, use_cache=use_cache)
+    encoder = load_encoder(model, device=device, use_cache=use_cache)  # bm25's encoder refuses to give vectors
     meta = {"model": encoder.spec, "corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
     if (fingerprint := encoder.fingerprint()) is not None:
         meta["model_fingerprint"] = fingerprint  # search refuses another model's queries
@@ -145,6 +142,8 @@ def search_index(folder: str | os.PathLike, query: str, k: int = 10, force: bool
     model's weights changed since (the folder was replaced), the search is refused unless `force`."""
     index = DenseIndex.load(folder)
     model = index.meta["model"]
+    if not model:
+        raise ValueError(f"{folder} records no model to encode queries with (it was built from a retriever in memory)")
     encoder = load_encoder(model)
     built_with = index.meta.get("model_fingerprint")
     if built_with and encoder.fingerprint() != built_with and not force:
