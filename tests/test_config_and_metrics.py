@@ -56,3 +56,22 @@ def test_public_api_names_resolve():
 
     for name in dreamir.__all__:
         assert getattr(dreamir, name) is not None
+
+
+def test_plain_copy_of_a_gguf_is_keyed_by_content_not_by_install(tmp_path, monkeypatch):
+    """Every virtualenv installs the model package at another path with another mtime; they must share
+    one de-quantised copy (hundreds of MB to GB each), and a different file must get its own."""
+    import os
+
+    from dreamir.assets import plain_copy_dir
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    first, second, other = (tmp_path / d / "m.Q4.gguf" for d in ("venv-a", "venv-b", "venv-c"))
+    for path, content in ((first, b"GGUF weights"), (second, b"GGUF weights"), (other, b"GGUF weightz")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    os.utime(second, ns=(1, 1))
+    assert plain_copy_dir(first) == plain_copy_dir(second)
+    assert plain_copy_dir(first) != plain_copy_dir(other)
+    assert plain_copy_dir(first).parent == tmp_path / "cache" / "gguf-plain"
+    assert plain_copy_dir(first).name.startswith("m.Q4-")

@@ -179,6 +179,25 @@ def plain_model_source(spec: str) -> ModelSource:
     return dequantised_copy(source) if source.gguf_file else source
 
 
+def plain_copy_dir(gguf_path: Path) -> Path:
+    """Where the plain copy of a GGUF file lives: keyed by the file's content, so every virtualenv that
+    installs the same model package (another path, another mtime) shares one copy instead of adding one."""
+    stat = gguf_path.stat()
+    digest = _file_sha256(str(gguf_path.resolve()), stat.st_size, stat.st_mtime_ns)
+    # The format tag invalidates copies written before the GGUF quantization marker was dropped.
+    key = hashlib.sha256(f"{_PLAIN_COPY_FORMAT}|{digest}".encode()).hexdigest()[:16]
+    return cache_dir() / "gguf-plain" / f"{gguf_path.stem}-{key}"
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def dequantised_copy(source: ModelSource) -> ModelSource:
     """Return a plain safetensors copy of a GGUF model, building it once.
 
@@ -189,11 +208,7 @@ def dequantised_copy(source: ModelSource) -> ModelSource:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = Path(source.name_or_path) / str(source.gguf_file)
-    stat = gguf_path.stat()
-    # The format tag invalidates copies written before the GGUF quantization marker was dropped.
-    stamp = f"{_PLAIN_COPY_FORMAT}|{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    target = cache_dir() / "gguf-plain" / f"{gguf_path.stem}-{key}"
+    target = plain_copy_dir(gguf_path)
     if (target / "config.json").exists():
         return ModelSource(str(target))
     log.info("de-quantising %s once into %s", gguf_path, target)
