@@ -16,7 +16,10 @@ own text and written there first), it measures per example:
   the correlation of g_real and g_shuffled across each example's candidates (mean, median), the share
   of g_real's variance g_shuffled explains (chance: 1/(N−1) for N candidates), and g_shuffled's
   own-document preference — a target-independent preference would show up as a high correlation;
-- how often the judge's favourite (by g) is the starting retriever's top candidate.
+- how often the judge's favourite (by g) is the starting retriever's top candidate, and how often the
+  starting retriever's own top candidate is an own-document chunk (`start own-doc`: the judge is a
+  better teacher than the start on this label-free task only where its `grad own-doc` is higher).
+`--start-only` measures that last figure alone (no judge), for rows measured before it existed.
 Results merge into bench/results/dream_signal.json under "rows" keyed "JUDGE | RECIPE".
 """
 
@@ -78,7 +81,7 @@ def own_split(example: Example) -> tuple[list[int], list[int]] | None:
 
 def summarise(examples, uniform, focused, grad, grad_shuffled, retriever_top) -> dict:
     """Per-example tensors → the table's figures (see the module docstring)."""
-    picks, grad_picks, shuffled_picks, margins, random_rate = [], [], [], [], []
+    picks, grad_picks, shuffled_picks, margins, random_rate, start_picks = [], [], [], [], [], []
     for e, ex in enumerate(examples):
         split = own_split(ex)
         if split is None:
@@ -90,6 +93,7 @@ def summarise(examples, uniform, focused, grad, grad_shuffled, retriever_top) ->
         g, gs = grad[e, :n], grad_shuffled[e, :n]
         grad_picks.append(int(g.argmin()) in own)
         shuffled_picks.append(int(gs.argmin()) in own)
+        start_picks.append(int(retriever_top[e]) in own)
         is_own = torch.zeros(n, dtype=torch.bool)
         is_own[own] = True
         margins.append(float(g[~is_own].mean() - g[is_own].mean()))
@@ -123,7 +127,24 @@ def summarise(examples, uniform, focused, grad, grad_shuffled, retriever_top) ->
         "variance_explained_chance": rate([1 / (n - 1) for n in sizes if n > 2]),
         "retriever_top_agreement": float((best == retriever_top).float().mean()),
         "retriever_top_random": rate([1 / n for n in sizes]),
+        "start_own_doc": rate(start_picks),
     }
+
+
+def start_retriever_tops(retriever, examples, batch: int) -> torch.Tensor:
+    """The starting retriever's top candidate per example."""
+    tops = []
+    for start in range(0, len(examples), batch):
+        with torch.no_grad():
+            scores, mask = candidate_scores(retriever, examples[start : start + batch])
+        tops.append(scores.masked_fill(~mask, float("-inf")).argmax(-1).cpu())
+    return torch.cat(tops)
+
+
+def start_own_doc(examples, tops: torch.Tensor) -> dict:
+    """How often the start's top candidate is an own-document chunk (examples with one such and one other)."""
+    picks = [int(tops[e]) in split[0] for e, ex in enumerate(examples) if (split := own_split(ex)) is not None]
+    return {"start_own_doc": sum(picks) / len(picks), "examples_with_own_doc": len(picks)}
 
 
 def main() -> None:
@@ -142,12 +163,28 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--out", default=str(ROOT / "bench/results/dream_signal.json"))
+    parser.add_argument(
+        "--start-only", action="store_true", help="only the start retriever's own-doc rate (no judge), into every row"
+    )
     args = parser.parse_args()
     recipe = args.recipe or Path(args.data).stem
     limits = TokenLimits(query=args.limits[0], target=args.limits[1], doc=args.limits[2])
 
     all_examples = load_examples(args.data)
     examples = random.Random(args.seed).sample(all_examples, min(args.examples, len(all_examples)))
+    if args.start_only:
+        retriever = Retriever.load(args.retriever, device=args.device)
+        retriever.eval()
+        measured = start_own_doc(examples, start_retriever_tops(retriever, examples, args.batch))
+        result = read_result(args.out) or {}
+        rows = result.get("rows", {})
+        for row in rows.values():  # the same sampled examples in every row of this data file
+            if row["data"] == args.data and row["examples"] == len(examples):
+                row["start_own_doc"] = measured["start_own_doc"]
+        print(f"{args.retriever} on {args.data}: {measured}")
+        write_result(args.out, {"rows": rows})
+        print_table(rows)
+        return
     started = time.perf_counter()
     lm = FrozenLM.load(args.llm, args.device, args.dtype)
     heads_path = Path(args.heads)
@@ -226,9 +263,10 @@ def main() -> None:
 def print_table(rows: dict) -> None:
     print(
         "\n| judge | recipe | n (own) | NLL unif | gain | own-doc pick (rand) | grad own-doc | grad margin ± sem "
-        "| shuffled own-doc | corr real/shuf mean, median | var expl. (chance) | MiniLM-top agree (rand) |"
+        "| shuffled own-doc | corr real/shuf mean, median | var expl. (chance) | MiniLM-top agree (rand) "
+        "| start own-doc |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows.values():
         print(
             f"| {r['judge']} | {r['recipe']} | {r['examples']} ({r['examples_with_own_doc']}) | {r['nll_uniform']:.3f} "
@@ -236,7 +274,8 @@ def print_table(rows: dict) -> None:
             f"| {r['grad_margin']:.5f} ± {r['grad_margin_sem']:.5f} | {r['shuffled_grad_own_doc']:.2f} "
             f"| {r['corr_real_shuffled_mean']:.2f}, {r['corr_real_shuffled_median']:.2f} "
             f"| {r['variance_explained_by_shuffled']:.2f} ({r['variance_explained_chance']:.2f}) "
-            f"| {r['retriever_top_agreement']:.2f} ({r['retriever_top_random']:.2f}) |"
+            f"| {r['retriever_top_agreement']:.2f} ({r['retriever_top_random']:.2f}) "
+            f"| {r.get('start_own_doc', float('nan')):.2f} |"
         )
 
 

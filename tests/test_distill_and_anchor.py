@@ -113,10 +113,10 @@ def test_kl_anchor_is_zero_at_the_start_and_matches_a_hand_computation(retriever
 
     anchor = Anchor("kl", 2.0, 0.5, retriever)
     scores, mask = candidate_scores(retriever, EXAMPLES)
-    start = anchor(retriever, [0, 1, 2], EXAMPLES, ObjectiveOutput(torch.zeros(()), {}, scores, mask))
+    start = anchor(retriever, EXAMPLES, ObjectiveOutput(torch.zeros(()), {}, scores, mask))
     assert float(start.detach()) == pytest.approx(0.0, abs=1e-6)
     moved = scores + torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
-    value = anchor(retriever, [0, 1, 2], EXAMPLES, ObjectiveOutput(torch.zeros(()), {}, moved, mask))
+    value = anchor(retriever, EXAMPLES, ObjectiveOutput(torch.zeros(()), {}, moved, mask))
     hand = 0.0
     for b, ex in enumerate(EXAMPLES):
         n = len(ex.candidates)
@@ -132,11 +132,11 @@ def test_l2sp_anchor_measures_the_distance_from_the_start(retriever):
 
     anchor = Anchor("l2sp", 0.5, 0.05, retriever)
     out = ObjectiveOutput(torch.zeros(()), {})
-    assert float(anchor(retriever, [0], EXAMPLES[:1], out)) == 0.0
+    assert float(anchor(retriever, EXAMPLES[:1], out)) == 0.0
     first = next(p for p in retriever.parameters() if p.requires_grad)
     with torch.no_grad():
         first.add_(0.1)
-    assert float(anchor(retriever, [0], EXAMPLES[:1], out)) == pytest.approx(0.5 * 0.01 * first.numel(), rel=1e-3)
+    assert float(anchor(retriever, EXAMPLES[:1], out)) == pytest.approx(0.5 * 0.01 * first.numel(), rel=1e-3)
 
 
 def test_shuffled_targets_keep_queries_and_candidates_and_move_every_target():
@@ -223,3 +223,25 @@ def test_ema_exports_the_moving_average_of_the_weights(tmp_path, tiny_llm_dir, t
         checked += 1
     assert checked == len(steps[1])
     assert any(not torch.equal(params[n].detach(), steps[1][n]) for n in start)  # not just the last weights
+
+
+def test_judge_and_start_teacher_is_the_renormalised_product_and_keeps_the_start(retriever):
+    """P_T ∝ P_start · P_J, P_start from the retriever as it was when the objective was built."""
+    lm = make_lm("qwen2")
+    toks = tokenized(lm)
+    objective = distill_objective(lm, retriever, teacher="judge_and_start", temperature=0.1, judge_temperature=0.3)
+    _, mask = candidate_scores(retriever, EXAMPLES)
+    with torch.no_grad():
+        start_scores, _ = candidate_scores(retriever, EXAMPLES)
+    log_p_judge = objective.judge_log_distribution(toks, mask)
+    with torch.no_grad():  # training moves the retriever; the teacher's start must not move with it
+        for p in retriever.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    p_teacher = objective.teacher_log_distribution(EXAMPLES, toks, mask).exp()
+    for b, ex in enumerate(EXAMPLES):
+        n = len(ex.candidates)
+        product = torch.softmax(start_scores[b, :n] / 0.1, -1) * log_p_judge[b, :n].exp()
+        torch.testing.assert_close(p_teacher[b, :n], product / product.sum(), rtol=1e-5, atol=1e-7)
+        assert p_teacher[b, n:].sum() == 0
+    plain = distill_objective(lm, retriever, temperature=0.1, judge_temperature=0.3)
+    torch.testing.assert_close(plain.teacher_log_distribution(EXAMPLES, toks, mask), log_p_judge)

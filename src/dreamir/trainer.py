@@ -345,7 +345,7 @@ class Trainer:
             out = self.objective(batch, [self.tokenized[i] for i in idx])
             loss = out.loss
             if self.anchor is not None:
-                anchor = self.anchor(self.retriever, idx, batch, out)
+                anchor = self.anchor(self.retriever, batch, out)
                 out.metrics["anchor"] = float(anchor.detach())
                 loss = loss + anchor
             (loss / tc.grad_accum).backward()

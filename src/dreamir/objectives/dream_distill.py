@@ -12,6 +12,11 @@ token ids and the judge (in memory, or in `signal_cache_dir`, shared between run
 crash). `judge_scale: standardised` divides each example's g by its standard deviation over the
 candidates first, so τ_J does not depend on the judge's loss scale.
 
+`teacher: judge_and_start` distils P_T ∝ P_start · P_J instead (a product of experts; P_start =
+softmax(s_start/τ) from a frozen copy of the starting retriever): the judge re-ranks what the start
+already believes rather than replacing it (`bench/teacher_proxy.py` measures, label-free, how often
+each teacher's favourite is a chunk of the query's own document).
+
 The judge pass is online DREAM's own: the `heads:` set (selected as for `dream`) and `dream.mode` /
 `dream.layout`.
 """
@@ -30,6 +35,7 @@ from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.lm_passes import weight_gradient
 from dreamir.models.retriever import Retriever
+from dreamir.objectives.anchor import StartDistribution
 from dreamir.objectives.base import (
     Objective,
     ObjectiveContext,
@@ -47,6 +53,8 @@ class DreamDistillConfig(TemperatureConfig):  # temperature: τ of P_R (DREAM's)
     judge_scale: Literal["standardised", "raw"] = "standardised"
     signal_cache_mb: int = Field(256, gt=0)  # a few floats per example: 256 MB holds millions
     signal_cache_dir: str | None = None  # keep g on disk, shared by runs (seeds, variants) of one judge
+    # the distribution distilled: P_J alone, or P_start · P_J renormalised (P_start at `temperature`)
+    teacher: Literal["judge", "judge_and_start"] = "judge"
 
 
 class DreamDistillObjective(Objective):
@@ -72,6 +80,8 @@ class DreamDistillObjective(Objective):
         self._tag = f"judge-signal|{lm.source}|{lm.dtype}|{mode}|{layout}|{lm.sink_token_id}|{heads_id}"
         self.judge_calls = 0  # judge passes run by this objective (a warm store needs none)
         self.temperature = Temperature.from_config(config)
+        # built with the objective, i.e. before a checkpoint is loaded: it holds the start
+        self.start = StartDistribution(retriever, config.temperature) if config.teacher == "judge_and_start" else None
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> DreamDistillObjective:
@@ -109,6 +119,7 @@ class DreamDistillObjective(Objective):
 
     def judge_log_distribution(self, tokenized: list[TokenizedExample], mask: torch.Tensor) -> torch.Tensor:
         """log P_J (B, N_max), −inf at padding."""
+
         logits = torch.zeros(mask.shape, dtype=torch.float32)
         for b, g in enumerate(self.judge_signal(tokenized)):
             g = g.float()
@@ -117,9 +128,19 @@ class DreamDistillObjective(Objective):
             logits[b, : len(g)] = -g
         return log_doc_weights(logits.to(mask.device), mask, self.config.judge_temperature)
 
+    def teacher_log_distribution(
+        self, examples: list[Example], tokenized: list[TokenizedExample], mask: torch.Tensor
+    ) -> torch.Tensor:
+        """log P_T (B, N_max): P_J, or P_start · P_J renormalised; −inf at padding."""
+        log_p = self.judge_log_distribution(tokenized, mask)
+        if self.start is None:
+            return log_p
+        log_start = self.start(examples, mask.shape[1]).to(log_p.device)
+        return torch.log_softmax((log_p + log_start).masked_fill(~mask, float("-inf")), dim=-1)
+
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)
-        log_p_judge = self.judge_log_distribution(tokenized, mask).to(scores.device)
+        log_p_judge = self.teacher_log_distribution(examples, tokenized, mask).to(scores.device)
         log_p_retriever = log_doc_weights(scores, mask, self.temperature())
         p_judge = log_p_judge.exp()
         kl = (p_judge * (log_p_judge - log_p_retriever)).masked_fill(~mask, 0).sum(-1)
