@@ -81,7 +81,7 @@ def own_split(example: Example) -> tuple[list[int], list[int]] | None:
 
 def summarise(examples, uniform, focused, grad, grad_shuffled, retriever_top) -> dict:
     """Per-example tensors → the table's figures (see the module docstring)."""
-    picks, grad_picks, shuffled_picks, margins, random_rate, start_picks = [], [], [], [], [], []
+    picks, grad_picks, shuffled_picks, margins, random_rate = [], [], [], [], []
     for e, ex in enumerate(examples):
         split = own_split(ex)
         if split is None:
@@ -93,7 +93,6 @@ def summarise(examples, uniform, focused, grad, grad_shuffled, retriever_top) ->
         g, gs = grad[e, :n], grad_shuffled[e, :n]
         grad_picks.append(int(g.argmin()) in own)
         shuffled_picks.append(int(gs.argmin()) in own)
-        start_picks.append(int(retriever_top[e]) in own)
         is_own = torch.zeros(n, dtype=torch.bool)
         is_own[own] = True
         margins.append(float(g[~is_own].mean() - g[is_own].mean()))
@@ -127,7 +126,7 @@ def summarise(examples, uniform, focused, grad, grad_shuffled, retriever_top) ->
         "variance_explained_chance": rate([1 / (n - 1) for n in sizes if n > 2]),
         "retriever_top_agreement": float((best == retriever_top).float().mean()),
         "retriever_top_random": rate([1 / n for n in sizes]),
-        "start_own_doc": rate(start_picks),
+        "start_own_doc": start_own_doc(examples, retriever_top)["start_own_doc"],
     }
 
 
@@ -204,16 +203,13 @@ def main() -> None:
     store = DocumentKVStore(16 << 30)  # document keys/values once per example, shared by every pass
     tag = f"{lm.source}|signal"
 
-    uniform, focused, grad, grad_shuffled, retriever_top = [], [], [], [], []
+    retriever_top = start_retriever_tops(retriever, examples, args.batch)
+    uniform, focused, grad, grad_shuffled = [], [], [], []
     n_max = max(len(ex.candidates) for ex in examples)
     signal_started = time.perf_counter()
     for start in range(0, len(examples), args.batch):
         batch = examples[start : start + args.batch]
         tok, tok_shuffled = tokenized[start : start + args.batch], tokenized_shuffled[start : start + args.batch]
-        with torch.no_grad():
-            scores, mask = candidate_scores(retriever, batch)
-        top = scores.masked_fill(~mask, float("-inf")).argmax(-1)
-        retriever_top.append(top)
         keys = [DocumentKVStore.key(t.docs, tag) for t in tok]
         packed = lm.pack(tok, "separate")
         g, nll = weight_gradient(lm, packed, heads, "bias", keys, store)
@@ -242,7 +238,7 @@ def main() -> None:
         torch.cat(focused),
         torch.cat(grad),
         torch.cat(grad_shuffled),
-        torch.cat(retriever_top).cpu(),
+        retriever_top,
     )
     row.update(
         judge=args.llm,

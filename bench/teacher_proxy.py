@@ -31,15 +31,10 @@ from dreamir.heads import load_heads
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import candidate_scores
-from dreamir.objectives.dream_distill import DreamDistillObjective
+from dreamir.objectives.dream_distill import DreamDistillObjective, standardised
 
 ROOT = Path(__file__).resolve().parents[1]
 JUDGE_TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0)
-
-
-def standardised(g: torch.Tensor) -> torch.Tensor:
-    g = g.float()
-    return (g - g.mean()) / g.std().clamp_min(1e-12)
 
 
 def main() -> None:
@@ -89,7 +84,7 @@ def main() -> None:
     for e, ex in enumerate(examples):
         own = [j for j in range(len(ex.candidates)) if ex.same_document(j)]
         if own and len(own) < len(ex.candidates):
-            rows.append((own, start_scores[e] / tau, signals["real"][e], signals["shuffled"][e]))
+            rows.append((own, start_scores[e] / tau, signals["real"][e].float(), signals["shuffled"][e].float()))
 
     def rate(pick) -> float:
         return sum(int(pick(*row)) in row[0] for row in rows) / len(rows)

@@ -48,6 +48,11 @@ from dreamir.objectives.base import (
 from dreamir.objectives.dream import heads_for_run
 
 
+def standardised(g: torch.Tensor) -> torch.Tensor:
+    """g over one example's candidates divided by its spread (`judge_scale: standardised`)."""
+    return (g - g.mean()) / g.std().clamp_min(1e-12)
+
+
 class DreamDistillConfig(TemperatureConfig):  # temperature: τ of P_R (DREAM's)
     judge_temperature: float = Field(0.5, gt=0)  # τ_J of P_J, in units of g (or of its std when standardised)
     judge_scale: Literal["standardised", "raw"] = "standardised"
@@ -119,12 +124,11 @@ class DreamDistillObjective(Objective):
 
     def judge_log_distribution(self, tokenized: list[TokenizedExample], mask: torch.Tensor) -> torch.Tensor:
         """log P_J (B, N_max), −inf at padding."""
-
         logits = torch.zeros(mask.shape, dtype=torch.float32)
         for b, g in enumerate(self.judge_signal(tokenized)):
             g = g.float()
             if self.config.judge_scale == "standardised" and len(g) > 1:
-                g = (g - g.mean()) / g.std().clamp_min(1e-12)
+                g = standardised(g)
             logits[b, : len(g)] = -g
         return log_doc_weights(logits.to(mask.device), mask, self.config.judge_temperature)
 
@@ -140,16 +144,16 @@ class DreamDistillObjective(Objective):
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)
-        log_p_judge = self.teacher_log_distribution(examples, tokenized, mask).to(scores.device)
+        log_p_teacher = self.teacher_log_distribution(examples, tokenized, mask).to(scores.device)
         log_p_retriever = log_doc_weights(scores, mask, self.temperature())
-        p_judge = log_p_judge.exp()
-        kl = (p_judge * (log_p_judge - log_p_retriever)).masked_fill(~mask, 0).sum(-1)
+        p_teacher = log_p_teacher.exp()
+        kl = (p_teacher * (log_p_teacher - log_p_retriever)).masked_fill(~mask, 0).sum(-1)
         loss = kl.mean()
         return ObjectiveOutput(
             loss,
             {
                 "loss": loss.item(),
-                "p_judge_max": float(p_judge.max(-1).values.mean()),
+                "p_judge_max": float(p_teacher.max(-1).values.mean()),
                 "tau": self.temperature.current(),
             },
             scores,
