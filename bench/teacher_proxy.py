@@ -64,7 +64,7 @@ def main() -> None:
     signals = {}
     for name, exs in (("real", examples), ("shuffled", shuffled_targets(examples, run.data.shuffle_seed))):
         tokenized = tokenize_examples(exs, lm.tokenize, run.data.limits)
-        missing = sum(objective.store.get(objective._key(t)) is None for t in tokenized)
+        missing = sum(objective.cached_signal(t) is None for t in tokenized)
         if missing and not args.compute_missing:
             raise SystemExit(
                 f"{missing} of {len(tokenized)} {name}-target examples have no judge signal in "

@@ -97,6 +97,7 @@ def test_distill_trains_the_retriever_and_a_second_epoch_never_calls_the_judge(r
     original = dream_distill.weight_gradient
     monkeypatch.setattr(dream_distill, "weight_gradient", lambda *a, **k: calls.append(1) or original(*a, **k))
     objective = distill_objective(lm, retriever, tmp_path)
+    assert all(objective.cached_signal(t) is None for t in toks)
     out = objective(EXAMPLES, toks)
     out.loss.backward()
     assert len(calls) == 1 and math.isfinite(out.loss.item())
@@ -105,6 +106,7 @@ def test_distill_trains_the_retriever_and_a_second_epoch_never_calls_the_judge(r
     fresh = distill_objective(lm, retriever, tmp_path)  # a resumed run or another seed: the disk store
     again = fresh(EXAMPLES, toks)
     assert len(calls) == 1 and fresh.judge_calls == 0
+    assert all(fresh.cached_signal(t) is not None for t in toks)  # what the first run stored, read without a pass
     assert again.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
 
 

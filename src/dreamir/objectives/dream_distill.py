@@ -107,6 +107,10 @@ class DreamDistillObjective(Objective):
     def _key(self, example: TokenizedExample) -> str:
         return DocumentKVStore.key([*example.docs, example.query, example.target], self._tag)
 
+    def cached_signal(self, example: TokenizedExample) -> torch.Tensor | None:
+        """The example's stored g, or None when the judge has not seen it (no judge pass here)."""
+        return self.store.get(self._key(example))
+
     def judge_signal(self, tokenized: list[TokenizedExample]) -> list[torch.Tensor]:
         """g per example, (N_b,), from the store or one judge pass over the examples it lacks."""
         keys = [self._key(t) for t in tokenized]
