@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from dreamir.config import ConfigError
 from dreamir.files import atomic_write
 
 
@@ -26,3 +28,12 @@ def read_result(path: str | os.PathLike) -> dict | None:
     """A benchmark's earlier JSON (to merge rows into), or None when there is none yet."""
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's main: a configuration error (a bad key, a run trained with other settings)
+    ends it with its message, not a traceback."""
+    try:
+        main()
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None

@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _results import write_result
+from _results import run_main, write_result
 from dreamir.apps.compare import format_compare_table, load_compare_config, run_compare
 from dreamir.config import parse_override
 
@@ -67,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from _results import write_result
+from _results import run_main, write_result
 from dreamir.apps.compare import format_compare_table, load_compare_config, run_compare
 from dreamir.data.jsonl import iter_jsonl, write_jsonl_atomic
 
@@ -125,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

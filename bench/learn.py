@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _results import read_result, write_result
+from _results import read_result, run_main, write_result
 from dreamir.apps.compare import CONTROL_SUFFIX, load_compare_config, run_compare
 from dreamir.config import parse_override
 
@@ -85,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from _results import read_result, write_result
+from _results import read_result, run_main, write_result
 from dreamir.apps.compare import load_compare_config, run_config, training_data
 from dreamir.config import parse_override
 from dreamir.data.training import load_examples, shuffled_targets, tokenize_examples
@@ -129,4 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

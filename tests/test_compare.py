@@ -80,8 +80,24 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     assert main(["compare", "--config", str(path)]) == 0
     assert json.loads((out / "compare.json").read_text()) == results
 
-    # A changed evaluation scope (a corpus sample) re-evaluates every model, still training nothing.
+    # Finished runs copied into another comparison's folder (same settings, same examples) are reused;
+    # after an edited training setting they are refused by name, not reported under settings they did not have.
+    import shutil
+
     config = yaml.safe_load(path.read_text())
+    copied = yaml.safe_load(path.read_text()) | {"out": str(tmp_path / "copy")}
+    shutil.copytree(out / "tiny", tmp_path / "copy" / "tiny")
+    (tmp_path / "copied.yaml").write_text(yaml.safe_dump(copied))
+    assert main(["compare", "--config", str(tmp_path / "copied.yaml")]) == 0
+    copied["base"]["train"]["lr"] = 5e-4
+    (tmp_path / "copied.yaml").write_text(yaml.safe_dump(copied))
+    capsys.readouterr()
+    for extra in ([], ["--report-only"]):
+        assert main(["compare", "--config", str(tmp_path / "copied.yaml"), *extra]) == 2
+        error = capsys.readouterr().err
+        assert "trained with other settings" in error and "train.lr: 0.001 → 0.0005" in error
+
+    # A changed evaluation scope (a corpus sample) re-evaluates every model, still training nothing.
     config["datasets"][0]["eval_docs"] = 6
     path.write_text(yaml.safe_dump(config))
     assert main(["compare", "--config", str(path)]) == 0

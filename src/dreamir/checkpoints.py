@@ -32,16 +32,26 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def changed_settings(saved: dict, current: dict, safe_keys: tuple[str, ...]) -> dict[str, tuple[object, object]]:
+    """The dotted keys whose values differ between two configuration trees, {key: (saved, current)},
+    leaving out keys that start with one of `safe_keys`."""
+    before, after = _flatten(saved), _flatten(current)
+    return {
+        key: (before.get(key), after.get(key))
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key) and not key.startswith(safe_keys)
+    }
+
+
+def describe_changes(changed: dict[str, tuple[object, object]], limit: int = 10) -> str:
+    return "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in list(changed.items())[:limit])
+
+
 def check_resumed_config(saved: dict, current: dict, path: Path, allow_change: bool) -> None:
     """Refuse to resume with settings that differ from the checkpoint's, except RESUME_SAFE_KEYS."""
-    before, after = _flatten(saved), _flatten(current)
-    changed = sorted(
-        key
-        for key in before.keys() | after.keys()
-        if before.get(key) != after.get(key) and not key.startswith(RESUME_SAFE_KEYS)
-    )
+    changed = changed_settings(saved, current, RESUME_SAFE_KEYS)
     if changed and not allow_change:
-        details = "; ".join(f"{k}: {before.get(k)!r} → {after.get(k)!r}" for k in changed[:10])
+        details = describe_changes(changed)
         raise ValueError(
             f"--resume with a configuration that differs from the checkpoint {path} in {len(changed)} key(s): "
             f"{details}. Resume with the run's own settings, start a new run_dir, or pass --allow-config-change"

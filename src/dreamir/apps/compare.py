@@ -17,6 +17,7 @@ OUT/compare.png.
 from __future__ import annotations
 
 import copy
+import filecmp
 import hashlib
 import json
 import os
@@ -28,7 +29,16 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from dreamir.config import ConfigError, ObjectiveName, RunConfig, StrictConfig, format_config_errors, set_dotted
+from dreamir.checkpoints import changed_settings, describe_changes
+from dreamir.config import (
+    ConfigError,
+    ObjectiveName,
+    RunConfig,
+    StrictConfig,
+    format_config_errors,
+    load_config,
+    set_dotted,
+)
 from dreamir.data.beir import BeirData, load_beir, sample_corpus
 from dreamir.data.jsonl import write_jsonl_atomic
 from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows, read_corpus
@@ -136,11 +146,15 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+def training_data_path(config: CompareConfig, dataset: DatasetConfig) -> Path:
+    """Where a dataset's training examples are (or will be built): the same file for every objective."""
+    return Path(dataset.train_data) if dataset.train_data else Path(config.out) / dataset.name / "train.jsonl"
+
+
 def training_data(config: CompareConfig, dataset: DatasetConfig) -> Path:
-    if dataset.train_data:
-        return Path(dataset.train_data)
-    path = Path(config.out) / dataset.name / "train.jsonl"
-    if path.exists():
+    """The dataset's training examples, built from its corpus on first use."""
+    path = training_data_path(config, dataset)
+    if dataset.train_data or path.exists():
         return path
     stats = DataStats()
     corpus = Path(dataset.beir) / "corpus.jsonl"  # corpus text only: queries and qrels are not read
@@ -182,6 +196,37 @@ def _same_scope(cached: dict, data: BeirData) -> bool:
     return all(cached.get(key) == value for key, value in _scope(data).items())
 
 
+# Settings that do not change what a finished run trained: where it ran and how often it saved.
+REUSE_SAFE_KEYS = ("run_dir", "device", "train.checkpoint_every", "train.keep_checkpoints")
+
+
+def check_trained_as_configured(run: RunConfig) -> None:
+    """Refuse to reuse a finished run whose settings are not `run`'s: after an edited config, its result
+    would be reported under settings it was not trained with. Its training file may lie elsewhere (a run
+    folder copied from another study) if the content is the same."""
+    run_dir = Path(run.run_dir)
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        raise ConfigError(
+            f"{run_dir} holds a result but no config.yaml, so how it was trained is unknown; "
+            "delete that folder to train it again"
+        )
+    saved = load_config(saved_path)  # validated, so settings added since then read as their defaults
+    changed = changed_settings(saved.model_dump(mode="json"), run.model_dump(mode="json"), REUSE_SAFE_KEYS)
+    if "data.train" in changed and _same_content(Path(saved.data.train or ""), Path(run.data.train or "")):
+        del changed["data.train"]
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds a finished run trained with other settings than the config's "
+            f"({len(changed)} key(s): {describe_changes(changed)}). A finished run is reused only when its "
+            "settings match: set another `out:`, or delete that folder to train it again"
+        )
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)
+
+
 def train_and_evaluate(
     config: CompareConfig, dataset: DatasetConfig, objective: str, data, seed: int | None = None, control: bool = False
 ) -> dict:
@@ -192,6 +237,7 @@ def train_and_evaluate(
     run_dir = Path(run.run_dir)
     result_path = run_dir / "result.json"
     if result_path.exists():
+        check_trained_as_configured(run)
         cached = json.loads(result_path.read_text())
         if _same_scope(cached, data):
             return cached
@@ -264,8 +310,10 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
             per_seed = []
             for seed in config.run_seeds():
                 if report_only:
-                    run_dir = Path(run_config(config, dataset, objective, Path("unused"), seed, control).run_dir)
-                    result = finished_result(run_dir / "result.json", data)
+                    run = run_config(config, dataset, objective, training_data_path(config, dataset), seed, control)
+                    result = finished_result(Path(run.run_dir) / "result.json", data)
+                    if result:
+                        check_trained_as_configured(run)
                 else:
                     started = time.perf_counter()
                     result = train_and_evaluate(config, dataset, objective, data, seed, control)
