@@ -75,3 +75,20 @@ def test_plain_copy_of_a_gguf_is_keyed_by_content_not_by_install(tmp_path, monke
     assert plain_copy_dir(first) != plain_copy_dir(other)
     assert plain_copy_dir(first).parent == tmp_path / "cache" / "gguf-plain"
     assert plain_copy_dir(first).name.startswith("m.Q4-")
+
+
+def test_a_cached_copy_has_the_same_name_wherever_the_cache_lives(tmp_path, monkeypatch):
+    """Judge-signal and document caches are keyed by the LLM's name: a copy in dreamir's cache must be
+    named without the cache's own location, so a signal computed on another machine is found here."""
+    from dreamir.assets import ModelSource, portable_name
+
+    names = []
+    for home in ("machine-a", "machine-b"):
+        monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / home / "cache"))
+        copy = tmp_path / home / "cache" / "gguf-plain" / "m.Q4-0123abcd"
+        copy.mkdir(parents=True)
+        names.append(portable_name(ModelSource(str(copy))))
+    assert names == ["dreamir-cache/gguf-plain/m.Q4-0123abcd"] * 2
+    own = tmp_path / "my-model"  # a user's folder, a hub name: named as given
+    assert portable_name(ModelSource(str(own), "w.gguf")) == f"{own}::w.gguf"
+    assert portable_name(ModelSource("Qwen/Qwen2.5-Coder-0.5B-Instruct")) == "Qwen/Qwen2.5-Coder-0.5B-Instruct"

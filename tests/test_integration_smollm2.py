@@ -32,6 +32,11 @@ def slice_examples():
     )
 
 
+def test_the_judge_is_named_by_its_cached_copy_not_by_the_cache_path(smollm2):
+    # what judge-signal and document caches are keyed by: the same on a machine with another cache folder
+    assert smollm2.source.startswith("dreamir-cache/gguf-plain/SmolLM2-135M-Instruct.Q4_1-")
+
+
 def test_smollm2_is_a_real_language_model(smollm2):
     """Guards against random or mis-loaded weights: plain English must be predictable."""
     from dreamir.data.training import TokenizedExample

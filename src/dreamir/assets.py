@@ -164,6 +164,17 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def portable_name(source: ModelSource) -> str:
+    """The model's name as caches and records key it: a copy inside dreamir's cache is named by its place
+    there ("dreamir-cache/gguf-plain/<name>-<content key>"), not by where the cache lives, so a judge
+    signal computed on one machine (say a GPU's) is found on another with the same model file."""
+    try:
+        relative = Path(source.name_or_path).resolve().relative_to(cache_dir().resolve())
+    except ValueError:  # a hub name or a folder of the user's own
+        return source.describe()
+    return ModelSource(f"dreamir-cache/{relative.as_posix()}", source.gguf_file).describe()
+
+
 def bundled_data(name: str) -> Path:
     """Path of a data set shipped inside the package (see resources/README.md)."""
     path = Path(str(resources.files("dreamir") / "resources" / name))

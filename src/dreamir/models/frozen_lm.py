@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dreamir.assets import dequantised_copy, resolve_model
+from dreamir.assets import dequantised_copy, portable_name, resolve_model
 from dreamir.data.training import TokenizedExample
 from dreamir.models.injection import ATTENTION_NAME, register_attention
 from dreamir.models.layout import Layout, PackedBatch, pack_batch
@@ -61,7 +61,7 @@ class FrozenLM:
 
     model: nn.Module  # *ForCausalLM
     tokenizer: object
-    source: str
+    source: str  # the name caches are keyed by (assets.portable_name): the same on every machine
     # Recompute each layer's activations in the backward pass instead of keeping them (lm_passes.target_nll):
     # memory for time, same loss and gradients.
     gradient_checkpointing: bool = False
@@ -150,4 +150,4 @@ class FrozenLM:
         except OSError as err:
             raise FileNotFoundError(f"could not load frozen LLM '{spec}' ({source.describe()}): {err}") from err
         model.to(device=device, dtype=torch_dtype)
-        return cls.from_model(model, tokenizer, source=source.describe())
+        return cls.from_model(model, tokenizer, source=portable_name(source))
