@@ -186,6 +186,37 @@ def test_trainer_with_distill_and_anchor_runs_from_config(tmp_path, tiny_llm_dir
     assert (tmp_path / "run" / "retriever" / "modules.json").exists()
 
 
+def test_precompute_stores_the_judge_signal_and_training_then_makes_no_judge_pass(
+    tmp_path, tiny_llm_dir, tiny_encoder_dir, capsys, monkeypatch
+):
+    """`dreamir train --precompute` (e.g. on a GPU) fills the signal cache; a run with the same judge, heads
+    and examples then trains without the judge; objectives with nothing to precompute say so."""
+    from dreamir.cli import main
+    from dreamir.objectives import dream_distill
+
+    from .test_trainer import write_train_data
+
+    data = write_train_data(tmp_path / "train.jsonl", n=7)
+    common = ["--llm", str(tiny_llm_dir), "--retriever", str(tiny_encoder_dir), "--data", str(data)]
+    settings = ["heads.count=4", "heads.detection_examples=4", "train.batch_size=3", "train.max_steps=3"]
+    settings += ["train.warmup_steps=0", f"dream_distill.signal_cache_dir={tmp_path / 'signal'}"]
+    args = [*common, "--objective", "dream_distill", *(x for kv in settings for x in ("--set", kv))]
+    assert main(["train", "--run-dir", str(tmp_path / "gpu"), *args, "--precompute"]) == 0
+    assert "judge signal: 7 examples computed, 0 already stored" in capsys.readouterr().out
+    assert len(list((tmp_path / "signal").glob("*.pt"))) == 7 and not (tmp_path / "gpu" / "retriever").exists()
+    assert main(["train", "--run-dir", str(tmp_path / "gpu"), *args, "--precompute"]) == 0  # nothing left
+    assert "0 examples computed, 7 already stored" in capsys.readouterr().out
+
+    heads = str(tmp_path / "gpu" / "heads.json")  # the head set the signal was computed with
+    monkeypatch.setattr(dream_distill, "weight_gradient", lambda *a, **k: pytest.fail("the judge ran again"))
+    assert main(["train", "--run-dir", str(tmp_path / "cpu"), *args, "--heads", heads]) == 0
+    assert (tmp_path / "cpu" / "retriever" / "modules.json").exists()
+
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(tmp_path / "x"), *common, "--objective", "infonce", "--precompute"]) == 2
+    assert "computes nothing ahead of training" in capsys.readouterr().err
+
+
 def test_tokenized_examples_for_distill_keys_differ_by_target():
     lm = make_lm("llama")
     objective = distill_objective(lm, None)

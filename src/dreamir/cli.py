@@ -109,7 +109,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from dreamir.trainer import Trainer
 
     config = _config_from_args(args)
-    result = Trainer(config).train(resume=args.resume, allow_config_change=args.allow_config_change)
+    trainer = Trainer(config)
+    if args.precompute:
+        print(trainer.precompute())
+        return
+    result = trainer.train(resume=args.resume, allow_config_change=args.allow_config_change)
     print(
         f"trained {result.steps} steps in {result.seconds:.0f} s; mean batch loss "
         f"{result.loss_start:.4f} (first quarter of steps) → {result.loss_end:.4f} (last quarter)\n"
@@ -302,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--document-cache-dir", help="keep the document cache in this folder instead of memory")
     p.add_argument("--objective", help=f"one of {', '.join(OBJECTIVES)} (default dream)")
+    p.add_argument(
+        "--precompute",
+        action="store_true",
+        help="compute what the objective keeps ahead of training and train nothing (dream_distill: the judge "
+        "signal per example into dream_distill.signal_cache_dir, e.g. on a GPU; training elsewhere then reads it)",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="write a run's retriever as a sentence-transformers folder")

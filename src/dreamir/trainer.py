@@ -258,6 +258,12 @@ class Trainer:
         return [row["loss"] for row in sorted(rows, key=lambda row: row["step"]) if row["step"] <= self.step]
 
     # ------------------------------------------------------------------ loop
+    def precompute(self) -> str:
+        """What the objective can compute ahead of training (DREAM-distill: the judge signal), for this
+        process's share of the examples; trains nothing."""
+        mine = [t for t in self.tokenized[self.group.rank :: self.group.world_size] if t is not None]
+        return self.objective.precompute(mine, self.config.train.batch_size, self.show_progress)
+
     def train(self, resume: bool = False, allow_config_change: bool = False) -> TrainResult:
         tc = self.config.train
         if resume:

@@ -71,6 +71,11 @@ class Objective:
         """A line for the end of training (e.g. cache statistics), or None."""
         return None
 
+    def precompute(self, tokenized: list[TokenizedExample], batch_size: int, show_progress: bool) -> str:
+        """Compute ahead of training what training would compute and keep (`dreamir train --precompute`),
+        e.g. on a GPU for a run that then trains elsewhere; returns a line saying what was done."""
+        raise ValueError(f"the '{self.name}' objective computes nothing ahead of training (dream_distill does)")
+
 
 @dataclass
 class ObjectiveOutput:

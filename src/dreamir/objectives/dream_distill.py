@@ -126,6 +126,22 @@ class DreamDistillObjective(Objective):
                 self.store.put(keys[b], g)
         return [g for g in found if g is not None]
 
+    def precompute(self, tokenized: list[TokenizedExample], batch_size: int, show_progress: bool) -> str:
+        """The judge signal of every example not yet stored, into `signal_cache_dir` (resumable: what a
+        killed call stored is kept). A later run with the same judge, heads and examples makes no judge pass."""
+        if not self.config.signal_cache_dir:
+            raise ValueError("precomputing the judge signal needs dream_distill.signal_cache_dir (a folder to keep it)")
+        from tqdm.auto import tqdm
+
+        missing = [t for t in tokenized if self.cached_signal(t) is None]
+        batches = range(0, len(missing), batch_size)
+        for start in tqdm(batches, desc="judge signal", unit="batch", disable=not show_progress):
+            self.judge_signal(missing[start : start + batch_size])
+        return (
+            f"judge signal: {len(missing)} examples computed, {len(tokenized) - len(missing)} already stored, "
+            f"in {self.config.signal_cache_dir}"
+        )
+
     def judge_log_distribution(self, tokenized: list[TokenizedExample], mask: torch.Tensor) -> torch.Tensor:
         """log P_J (B, N_max), −inf at padding."""
         logits = torch.zeros(mask.shape, dtype=torch.float32)
