@@ -25,8 +25,8 @@ step python3 bench/dev_study.py --device cuda --work "$runs/dev-study-gpu" --out
     --variants base shuffled-targets seed1 shuffled-targets-seed1 seed2 shuffled-targets-seed2
 # The dev study with the 1.5B judge (issue 17 item 5): DREAM-distill with the product teacher (the
 # variant chosen on dev with the 135M judge, τ_J 0.5 kept), 3 seeds beside the control; the judge's
-# signal is computed once per example on the GPU. Needs the assembled 1.5B GGUF and the 135M study's
-# heads selection for this judge, runs/signal/heads-qwen2.5-coder-1.5b-instruct.json (written by
+# signal is computed once per example on the GPU. Needs the assembled 1.5B GGUF and this judge's label-free
+# head selection, runs/signal/heads-qwen2.5-coder-1.5b-instruct.json (written by
 # bench/dream_signal.py; carry it). Before training, `python3 bench/teacher_proxy.py` on its cached
 # signal (with the same --set keys) says whether this judge is a better teacher than the start (label-free).
 for dataset in scifact nfcorpus; do
