@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from _results import read_result, write_result
-from dreamir.data.training import Example, load_examples, tokenize_examples
+from dreamir.data.training import load_examples, tokenize_examples
 from dreamir.heads import load_heads, select_heads_label_free
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
@@ -72,18 +72,11 @@ def derangement(n: int, seed: int) -> list[int]:
             return order
 
 
-def own_split(example: Example) -> tuple[list[int], list[int]] | None:
-    """(own-document candidates, others), or None unless the example has at least one of each."""
-    own = [j for j in range(len(example.candidates)) if example.same_document(j)]
-    other = [j for j in range(len(example.candidates)) if not example.same_document(j)]
-    return (own, other) if own and other else None
-
-
 def summarise(examples, uniform, focused, grad, grad_shuffled, retriever_top) -> dict:
     """Per-example tensors → the table's figures (see the module docstring)."""
     picks, grad_picks, shuffled_picks, margins, random_rate = [], [], [], [], []
     for e, ex in enumerate(examples):
-        split = own_split(ex)
+        split = ex.own_document_split()
         if split is None:
             continue
         own, _ = split
@@ -142,7 +135,8 @@ def start_retriever_tops(retriever, examples, batch: int) -> torch.Tensor:
 
 def start_own_doc(examples, tops: torch.Tensor) -> dict:
     """How often the start's top candidate is an own-document chunk (examples with one such and one other)."""
-    picks = [int(tops[e]) in split[0] for e, ex in enumerate(examples) if (split := own_split(ex)) is not None]
+    splits = [(e, ex.own_document_split()) for e, ex in enumerate(examples)]
+    picks = [int(tops[e]) in split[0] for e, split in splits if split is not None]
     return {"start_own_doc": sum(picks) / len(picks), "examples_with_own_doc": len(picks)}
 
 

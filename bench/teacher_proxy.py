@@ -82,8 +82,8 @@ def main() -> None:
 
     rows = []  # (own-document candidates, start logits, g real, g shuffled) of the usable examples
     for e, ex in enumerate(examples):
-        own = [j for j in range(len(ex.candidates)) if ex.same_document(j)]
-        if own and len(own) < len(ex.candidates):
+        if split := ex.own_document_split():
+            own = split[0]
             rows.append((own, start_scores[e] / tau, signals["real"][e].float(), signals["shuffled"][e].float()))
 
     def rate(pick) -> float:

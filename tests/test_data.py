@@ -72,6 +72,8 @@ def test_imperfect_lines_are_skipped_and_counted(tmp_path):
     assert len(examples) == 2
     assert examples[1].candidates == ["x", "y"] and examples[1].positive == 0
     assert examples[1].candidate_sources == ["d2", "d0"] and examples[1].same_document(1)
+    assert examples[1].own_document_split() == ([1], [0])
+    assert examples[0].own_document_split() is None  # no sources: a proxy cannot use it
     assert stats.counts == {
         "examples": 2,
         "skipped_empty_query": 1,

@@ -47,6 +47,13 @@ class Example:
             and (self.candidate_sources[index] == self.source)
         )
 
+    def own_document_split(self) -> tuple[list[int], list[int]] | None:
+        """(candidates cut from the query's own document, the others), or None unless there is at least
+        one of each — the examples on which a label-free proxy can tell a good pick from a bad one."""
+        own = [j for j in range(len(self.candidates)) if self.same_document(j)]
+        other = [j for j in range(len(self.candidates)) if not self.same_document(j)]
+        return (own, other) if own and other else None
+
 
 @dataclass
 class DataStats:
