@@ -91,7 +91,8 @@ def main() -> None:
         raise SystemExit(
             f"{args.data}: {len(rows)} usable held-out examples (an own-document candidate and another needed)"
         )
-    print(f"{len(rows)} examples (of {len(examples)} from {args.documents} documents; {len(seen)} documents seen)")
+    scope = f"{args.documents} documents; {len(seen)} documents seen" if seen else "all documents: no --exclude"
+    print(f"{len(rows)} examples (of {len(examples)} from {scope})")
 
     results: dict[str, dict] = {}
     reference: dict[str, dict[str, float]] | None = None
