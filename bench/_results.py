@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from dreamir.config import ConfigError
+from dreamir.data.jsonl import DataError
 from dreamir.files import atomic_write
 
 
@@ -31,9 +32,9 @@ def read_result(path: str | os.PathLike) -> dict | None:
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a benchmark's main: a configuration error (a bad key, a run trained with other settings)
-    ends it with its message, not a traceback."""
+    """Run a benchmark's main: a configuration error (a bad key, a run trained with other settings) or
+    bad input data (its file, line and field named) ends it with its message, not a traceback."""
     try:
         main()
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         raise SystemExit(f"error: {err}") from None

@@ -45,6 +45,8 @@ def main() -> None:
     for _, query, doc, score in load_qrels(args.qrels):
         if score > 0:
             relevant.setdefault(query, set()).add(doc)
+    if not (run_dir / "untrained.json").is_file():
+        raise SystemExit(f"{run_dir}: no untrained.json (the start's scores); run the dev study there first")
     trained_on = {ex.source for ex in load_examples(run_dir / "train.jsonl")} - {None}
     start = json.loads((run_dir / "untrained.json").read_text())["per_query_ndcg@10"]
     runs = {
