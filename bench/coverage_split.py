@@ -1,60 +1,81 @@
 """Does a trained run gain on the queries whose relevant documents it trained on? A dev-only analysis.
 
-    python bench/coverage_split.py --run-dir runs/learn-dev-poe/scifact \
-        --qrels ../shared/assets/beir/scifact/qrels/train.tsv --objective dream_distill
+    python bench/coverage_split.py --config configs/learn-dev.yaml --dataset scifact \
+        --set out=runs/learn-dev-poe --set base.dream_distill.teacher=judge_and_start
 
 Splits a dev study's queries into those with a relevant document that some training example was cut
-from ("covered") and the rest, and reports, per group, the objective and its shuffled-targets control
-against the start (per-query nDCG@10 pooled over the seeds found, paired test over queries). If the
-self-supervised examples teach something about their own documents, the covered queries should gain
-more. Reads the dev qrels (analysis only: no choice is made on it) and the runs' stored per-query
-scores; trains and encodes nothing. Writes `--out` under "DATASET-FOLDER | OBJECTIVE".
+from ("covered") and the rest, and reports, per group, the comparison's first objective and its
+shuffled-targets control against the start (per-query nDCG@10 pooled over the config's seeds, paired
+test over queries). If the self-supervised examples teach something about their own documents, the
+covered queries should gain more. The runs are found, and checked to be trained as configured, the way
+`dreamir compare --report-only` finds them. Reads the dev qrels (analysis only: no choice is made on
+it) and the runs' stored per-query scores; trains and encodes nothing. Writes `--out` under
+"OUT/DATASET | OBJECTIVE".
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from _results import read_result, run_main, write_result
-from dreamir.apps.compare import CONTROL_SUFFIX
-from dreamir.data.beir import load_qrels
+from dreamir.apps.compare import (
+    PER_QUERY,
+    CompareConfig,
+    DatasetConfig,
+    check_trained_as_configured,
+    finished_result,
+    load_compare_config,
+    run_config,
+    training_data_path,
+)
+from dreamir.config import parse_override
+from dreamir.data.beir import BeirData, load_beir, sample_corpus
 from dreamir.data.training import load_examples
 from dreamir.eval.significance import paired_test, pooled
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def per_query(run_dir: Path, name: str) -> dict[str, float] | None:
-    """Per-query nDCG@10 pooled over the seeds of run `name` (name, name-seed1, ...), None if absent."""
-    folders = [run_dir / name, *sorted(run_dir.glob(f"{name}-seed[0-9]*"))]
-    results = [json.loads((f / "result.json").read_text()) for f in folders if (f / "result.json").is_file()]
-    return pooled([r["per_query_ndcg@10"] for r in results]) if results else None
+def per_query(
+    config: CompareConfig, dataset: DatasetConfig, data: BeirData, objective: str, control: bool
+) -> dict[str, float] | None:
+    """Per-query nDCG@10 pooled over the config's seeds that finished, None if none did."""
+    per_seed = []
+    for seed in config.run_seeds():
+        run = run_config(config, dataset, objective, training_data_path(config, dataset), seed, control)
+        result = finished_result(Path(run.run_dir) / "result.json", data)
+        if result:
+            check_trained_as_configured(run)
+            per_seed.append(result[PER_QUERY])
+    return pooled(per_seed) if per_seed else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", required=True, help="a dev study's dataset folder (train.jsonl, untrained.json)")
-    parser.add_argument("--qrels", required=True, help="the dev split's qrels the runs were scored with")
-    parser.add_argument("--objective", default="dream_distill")
+    parser.add_argument("--config", default=str(ROOT / "configs/learn-dev.yaml"))
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a compare key")
     parser.add_argument("--out", default=str(ROOT / "bench/results/coverage_split.json"))
     args = parser.parse_args()
-    run_dir = Path(args.run_dir)
-    relevant: dict[str, set[str]] = {}
-    for _, query, doc, score in load_qrels(args.qrels):
-        if score > 0:
-            relevant.setdefault(query, set()).add(doc)
-    if not (run_dir / "untrained.json").is_file():
-        raise SystemExit(f"{run_dir}: no untrained.json (the start's scores); run the dev study there first")
-    trained_on = {ex.source for ex in load_examples(run_dir / "train.jsonl")} - {None}
-    start = json.loads((run_dir / "untrained.json").read_text())["per_query_ndcg@10"]
+    config = load_compare_config(args.config, dict(parse_override(item) for item in args.set))
+    dataset = config.dataset(args.dataset)
+    objective = config.objectives[0]
+    data = load_beir(dataset.beir, dataset.split)
+    if dataset.eval_docs:
+        data = sample_corpus(data, dataset.eval_docs, dataset.eval_seed)
+    start_result = finished_result(Path(config.out) / dataset.name / "untrained.json", data)
+    if start_result is None:
+        raise SystemExit(f"{config.out}/{dataset.name}: no untrained.json on this scope; run the dev study first")
+    start = start_result[PER_QUERY]
+    trained_on = {ex.source for ex in load_examples(training_data_path(config, dataset))} - {None}
     runs = {
-        "trained": per_query(run_dir, args.objective),
-        "control": per_query(run_dir, args.objective + CONTROL_SUFFIX),
+        "trained": per_query(config, dataset, data, objective, control=False),
+        "control": per_query(config, dataset, data, objective, control=True),
     }
     if runs["trained"] is None:
-        raise SystemExit(f"{run_dir}: no finished '{args.objective}' run (result.json) found")
+        raise SystemExit(f"{config.out}/{dataset.name}: no finished '{objective}' run")
+    relevant = {query: {doc for doc, score in docs.items() if score > 0} for query, docs in data.qrels.items()}
 
     result: dict[str, dict] = {}
     print(
@@ -77,8 +98,8 @@ def main() -> None:
         print(f"| {group} | {len(queries)} | {100 * row['start']:.1f} | {cells[0]} | {cells[1]} |")
     stored = read_result(args.out) or {}
     stored.pop("machine", None)
-    stored[f"{run_dir.parent.name}/{run_dir.name} | {args.objective}"] = {
-        "qrels": args.qrels,
+    stored[f"{config.out}/{dataset.name} | {objective}"] = {
+        "qrels": f"{dataset.beir} ({dataset.split})",
         "documents_trained_on": len(trained_on),
         **result,
     }

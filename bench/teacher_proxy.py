@@ -46,9 +46,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench/results/teacher_proxy.json"))
     args = parser.parse_args()
     config = load_compare_config(args.config, dict(parse_override(item) for item in args.set))
-    dataset = next((d for d in config.datasets if d.name == args.dataset), None)
-    if dataset is None:
-        raise SystemExit(f"no dataset '{args.dataset}' in {args.config}")
+    dataset = config.dataset(args.dataset)
     path = training_data(config, dataset)
     run = run_config(config, dataset, "dream_distill", path)
     examples = load_examples(path)

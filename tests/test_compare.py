@@ -137,6 +137,16 @@ def test_run_settings_do_not_leak_into_the_shared_base(tmp_path):
     assert config.base == {"train": {"lr": 1e-4}}
 
 
+def test_a_dataset_is_found_by_name_or_the_error_names_the_ones_there_are():
+    from dreamir.apps.compare import CompareConfig
+    from dreamir.config import ConfigError
+
+    config = CompareConfig(datasets=[{"name": "a", "beir": "x"}, {"name": "b", "beir": "y"}])
+    assert config.dataset("b").beir == "y"
+    with pytest.raises(ConfigError, match="no dataset 'c' in the comparison; it has: a, b"):
+        config.dataset("c")
+
+
 def test_compare_config_errors_name_the_key(tmp_path, tiny_llm_dir, tiny_encoder_dir, capsys):
     from dreamir.cli import main
 

@@ -85,6 +85,13 @@ class CompareConfig(StrictConfig):
     def run_seeds(self) -> list[int]:
         return self.seeds or [int(self.base.get("seed", 0))]
 
+    def dataset(self, name: str) -> DatasetConfig:
+        """The dataset entry called `name` (a clear error naming the ones there are, if none)."""
+        for dataset in self.datasets:
+            if dataset.name == name:
+                return dataset
+        raise ConfigError(f"no dataset '{name}' in the comparison; it has: {', '.join(d.name for d in self.datasets)}")
+
     def methods(self) -> list[tuple[str, str, bool]]:
         """(row name, objective, shuffled targets) for every trained row."""
         rows = [(o, o, False) for o in self.objectives]
