@@ -14,6 +14,7 @@ from dreamir.objectives import OBJECTIVES
 
 def _cmd_build_data(args: argparse.Namespace) -> None:
     from dreamir.data.jsonl import write_jsonl_atomic
+    from dreamir.data.questions import QuestionConfig
     from dreamir.data.text import (
         BuildConfig,
         build_from_qa,
@@ -35,6 +36,9 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
         chunk_words=args.chunk_words,
         max_examples=args.max_examples,
         seed=args.seed,
+        questions=QuestionConfig(
+            llm=args.question_llm, device=args.device, cache=args.questions_cache, batch_size=args.question_batch_size
+        ),
     )
     if args.qa:
         examples = build_from_qa(read_qa_pairs(args.qa, stats), documents, settings, stats)
@@ -249,11 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qa", help="question/answer pairs JSONL ({'question', 'answer'}): q = question, y = answer")
     p.add_argument(
         "--recipe",
-        choices=["halves", "title", "spans"],
+        choices=["halves", "title", "spans", "questions"],
         default="halves",
         help="how q and y are cut from a document (README 'Training data'); ignored with --qa",
     )
-    p.add_argument("--target-words", type=_positive_int, default=32, help="words of y for the title and spans recipes")
+    p.add_argument(
+        "--target-words", type=_positive_int, default=32, help="words of y for the title, spans and questions recipes"
+    )
+    p.add_argument(
+        "--question-llm",
+        default="qwen2.5-coder-0.5b-instruct",
+        help="questions recipe: the instruct LLM that writes a question per chunk",
+    )
+    p.add_argument("--questions-cache", help="questions recipe: JSONL cache of written questions (resumable)")
+    p.add_argument("--question-batch-size", type=_positive_int, default=8)
+    p.add_argument("--device", default="cpu", help="questions recipe: where the question writer runs")
     p.add_argument("--candidates", type=_positive_int, default=8)
     p.add_argument("--chunk-words", type=_positive_int, default=96)
     p.add_argument("--max-examples", type=_positive_int, default=None)

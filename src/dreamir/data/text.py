@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from dreamir.data.jsonl import DataError, iter_jsonl
+from dreamir.data.questions import QuestionConfig, write_questions
 from dreamir.data.training import DataStats, Example
 from dreamir.settings import StrictConfig
 
@@ -95,7 +96,7 @@ def chunk_spans(text: str, chunk_words: int = 96, min_words: int = 24) -> list[t
     return [(start, " ".join(words)) for start, words in spans if len(words) >= min_words]
 
 
-Recipe = Literal["halves", "title", "spans"]
+Recipe = Literal["halves", "title", "spans", "questions"]
 
 
 class BuildConfig(StrictConfig):
@@ -107,7 +108,10 @@ class BuildConfig(StrictConfig):
     - title:  q = the document's title (its first sentence when it has none), y = the next
               `target_words` words (one example per document);
     - spans:  q and y consecutive spans of `target_words` words each, starting inside a chunk and
-              free to run past its end (one example per chunk).
+              free to run past its end (one example per chunk);
+    - questions: q = a question a frozen instruct LLM (`questions.llm`) writes about a chunk, y = the
+              chunk's first `target_words` words, candidates = BM25 chunks for q, never the chunk itself
+              (one example per chunk; data/questions.py).
     """
 
     recipe: Recipe = "halves"
@@ -117,6 +121,7 @@ class BuildConfig(StrictConfig):
     min_words: int | None = Field(None, gt=0)  # shorter chunks are dropped; default a quarter of chunk_words
     max_examples: int | None = Field(None, gt=0)
     seed: int = 0
+    questions: QuestionConfig = QuestionConfig()  # the `questions` recipe's writer
 
     @model_validator(mode="before")
     @classmethod
@@ -293,6 +298,16 @@ def _spans(documents: Documents, chunks: Chunks, settings: BuildConfig, stats: D
     return pieces
 
 
+def _questions(chunks: Chunks, settings: BuildConfig, stats: DataStats, show_progress: bool) -> list[_Piece]:
+    order = _sampled_order(len(chunks.texts), settings)
+    questions = write_questions([chunks.texts[i] for i in order], settings.questions, stats, show_progress)
+    return [
+        _Piece(q, " ".join(chunks.texts[i].split()[: settings.target_words]), chunks.sources[i], {i})
+        for i, q in zip(order, questions, strict=True)
+        if q
+    ]
+
+
 def build_self_supervised(
     documents: Documents,
     settings: BuildConfig,
@@ -308,6 +323,8 @@ def build_self_supervised(
         pieces = _halves(chunks, settings)
     elif settings.recipe == "title":
         pieces = _titles(documents, titles or {}, chunks, settings, stats)
+    elif settings.recipe == "questions":
+        pieces = _questions(chunks, settings, stats, show_progress)
     else:
         pieces = _spans(documents, chunks, settings, stats)
     if not pieces:
