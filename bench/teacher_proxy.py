@@ -13,7 +13,7 @@ each teacher's favourite is an own-document chunk:
 A teacher worth distilling should beat the start here with the real targets and not with shuffled ones.
 g comes from the comparison's `dream_distill.signal_cache_dir` (computed by the dev study); examples
 missing there are computed only with --compute-missing (one judge pass per 8 examples). Writes
-bench/results/teacher_proxy.json under "JUDGE | DATASET".
+bench/results/teacher_proxy.json under "JUDGE | DATASET | RECIPE".
 """
 
 from __future__ import annotations
@@ -106,12 +106,13 @@ def main() -> None:
             str(t): rate(lambda own, s, g, gs, t=t: (s - standardised(gs) / t).argmax()) for t in JUDGE_TEMPERATURES
         },
         "judge_model": run.llm.name,
+        "recipe": dataset.build.recipe,
         "data": str(path),
         "device": run.device,
     }
     stored = read_result(args.out) or {}
     stored.pop("machine", None)
-    stored[f"{run.llm.name} | {dataset.name}"] = result
+    stored[f"{run.llm.name} | {dataset.name} | {dataset.build.recipe}"] = result
     write_result(args.out, stored)
     print(
         f"{dataset.name}, judge {run.llm.name}: {len(rows)} of {len(examples)} examples with an own-document "

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from dreamir.data.jsonl import DataError
@@ -39,12 +39,19 @@ class QuestionConfig(StrictConfig):
     """The question writer of the `questions` recipe."""
 
     llm: str = "qwen2.5-coder-0.5b-instruct"  # any instruct causal LM with a chat template
-    prompt: str = DEFAULT_PROMPT  # must contain {passage}
+    prompt: str = DEFAULT_PROMPT  # must contain {passage} (replaced by the chunk; other braces are kept)
     max_new_tokens: int = Field(40, gt=0)
     batch_size: int = Field(8, gt=0)
     device: str = "cpu"
     dtype: str = "fp32"
     cache: str | None = None  # JSONL of written questions; default <dreamir cache>/questions/<llm>.jsonl
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_placeholder(cls, prompt: str) -> str:
+        if "{passage}" not in prompt:
+            raise ValueError("must contain {passage} (where the chunk goes)")
+        return prompt
 
     def cache_path(self) -> Path:
         if self.cache:
@@ -119,8 +126,6 @@ def load_generator(config: QuestionConfig) -> Generator:
     from dreamir.assets import plain_model_source
     from dreamir.models.frozen_lm import parse_dtype
 
-    if "{passage}" not in config.prompt:
-        raise ValueError("questions.prompt must contain {passage}")
     source = plain_model_source(config.llm)
     tokenizer = AutoTokenizer.from_pretrained(source.name_or_path)
     if getattr(tokenizer, "chat_template", None) is None:
@@ -132,7 +137,7 @@ def load_generator(config: QuestionConfig) -> Generator:
     model.to(config.device).eval()
 
     def generate(passages: Sequence[str]) -> list[str]:
-        chats = [[{"role": "user", "content": config.prompt.format(passage=p)}] for p in passages]
+        chats = [[{"role": "user", "content": config.prompt.replace("{passage}", p)}] for p in passages]
         prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(config.device)
         with torch.no_grad():
