@@ -6,9 +6,9 @@ learn?"). Here the query looks like an information need: a frozen instruct LLM r
 one question about it (doc2query-style). No benchmark query or label is read: the questions are
 generated from the corpus alone.
 
-Generation is the slow part (about 1.5 s per chunk for the 0.5B judge on 2 CPU cores), so every
+Generation is the slow part (about 1.6 s per chunk with the 0.5B writer on 2 CPU cores), so every
 question is appended to a JSONL cache as soon as its batch is done, keyed by the generator, the prompt
-and the chunk's text: a killed build resumes where it stopped, and other seeds, recipes sizes or runs
+and the chunk's text: a killed build resumes where it stopped, and other seeds, data sizes or runs
 that need the same chunk reuse its question.
 """
 
