@@ -19,36 +19,12 @@ import argparse
 from pathlib import Path
 
 from _results import read_result, run_main, write_result
-from dreamir.apps.compare import (
-    PER_QUERY,
-    CompareConfig,
-    DatasetConfig,
-    check_trained_as_configured,
-    finished_result,
-    load_compare_config,
-    run_config,
-    training_data_path,
-)
+from dreamir.apps.compare import PER_QUERY, finished_result, finished_run, load_compare_config, training_data_path
 from dreamir.config import parse_override
-from dreamir.data.beir import BeirData, load_beir, sample_corpus
 from dreamir.data.training import load_examples
 from dreamir.eval.significance import paired_test, pooled
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def per_query(
-    config: CompareConfig, dataset: DatasetConfig, data: BeirData, objective: str, control: bool
-) -> dict[str, float] | None:
-    """Per-query nDCG@10 pooled over the config's seeds that finished, None if none did."""
-    per_seed = []
-    for seed in config.run_seeds():
-        run = run_config(config, dataset, objective, training_data_path(config, dataset), seed, control)
-        result = finished_result(Path(run.run_dir) / "result.json", data)
-        if result:
-            check_trained_as_configured(run)
-            per_seed.append(result[PER_QUERY])
-    return pooled(per_seed) if per_seed else None
 
 
 def main() -> None:
@@ -61,18 +37,17 @@ def main() -> None:
     config = load_compare_config(args.config, dict(parse_override(item) for item in args.set))
     dataset = config.dataset(args.dataset)
     objective = config.objectives[0]
-    data = load_beir(dataset.beir, dataset.split)
-    if dataset.eval_docs:
-        data = sample_corpus(data, dataset.eval_docs, dataset.eval_seed)
+    data = dataset.evaluation_data()
     start_result = finished_result(Path(config.out) / dataset.name / "untrained.json", data)
     if start_result is None:
         raise SystemExit(f"{config.out}/{dataset.name}: no untrained.json on this scope; run the dev study first")
     start = start_result[PER_QUERY]
     trained_on = {ex.source for ex in load_examples(training_data_path(config, dataset))} - {None}
-    runs = {
-        "trained": per_query(config, dataset, data, objective, control=False),
-        "control": per_query(config, dataset, data, objective, control=True),
-    }
+    runs = {}  # per-query nDCG@10 pooled over the config's seeds that finished, None if none did
+    for name, control in (("trained", False), ("control", True)):
+        per_seed = [finished_run(config, dataset, objective, data, seed, control) for seed in config.run_seeds()]
+        finished = [result[PER_QUERY] for result in per_seed if result]
+        runs[name] = pooled(finished) if finished else None
     if runs["trained"] is None:
         raise SystemExit(f"{config.out}/{dataset.name}: no finished '{objective}' run")
     relevant = {query: {doc for doc, score in docs.items() if score > 0} for query, docs in data.qrels.items()}

@@ -65,6 +65,11 @@ class DatasetConfig(StrictConfig):
     eval_docs: int | None = Field(None, gt=0)
     eval_seed: int = 0
 
+    def evaluation_data(self) -> BeirData:
+        """The split the methods are scored on: its queries, qrels and corpus (or the corpus sample)."""
+        data = load_beir(self.beir, self.split)
+        return sample_corpus(data, self.eval_docs, self.eval_seed) if self.eval_docs else data
+
 
 class CompareConfig(StrictConfig):
     out: str = "runs/compare"
@@ -304,9 +309,7 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
     for dataset in config.datasets:
-        data = load_beir(dataset.beir, dataset.split)
-        if dataset.eval_docs:
-            data = sample_corpus(data, dataset.eval_docs, dataset.eval_seed)
+        data = dataset.evaluation_data()
         rows = results.setdefault(dataset.name, {})
         for name in config.baselines:
             path = Path(config.out) / dataset.name / f"{name}.json"
@@ -317,10 +320,7 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
             per_seed = []
             for seed in config.run_seeds():
                 if report_only:
-                    run = run_config(config, dataset, objective, training_data_path(config, dataset), seed, control)
-                    result = finished_result(Path(run.run_dir) / "result.json", data)
-                    if result:
-                        check_trained_as_configured(run)
+                    result = finished_run(config, dataset, objective, data, seed, control)
                 else:
                     started = time.perf_counter()
                     result = train_and_evaluate(config, dataset, objective, data, seed, control)
@@ -372,6 +372,18 @@ def add_paired_tests(rows: dict[str, dict]) -> dict[str, dict]:
             out["vs_control"] = paired_test(control, per_query).as_dict()
         public[name] = out
     return public
+
+
+def finished_run(
+    config: CompareConfig, dataset: DatasetConfig, objective: str, data: BeirData, seed: int, control: bool
+) -> dict | None:
+    """A run's stored result if it finished on `data`'s scope (and was trained as configured: else
+    ConfigError); None if it has not finished. Trains and evaluates nothing."""
+    run = run_config(config, dataset, objective, training_data_path(config, dataset), seed, control)
+    result = finished_result(Path(run.run_dir) / "result.json", data)
+    if result:
+        check_trained_as_configured(run)
+    return result
 
 
 def finished_result(path: Path, data: BeirData) -> dict | None:
