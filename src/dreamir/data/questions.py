@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
-from dreamir.data.jsonl import DataError
+from dreamir.data.jsonl import iter_jsonl, require_str
 from dreamir.data.training import DataStats
 from dreamir.settings import StrictConfig
 
@@ -86,20 +86,9 @@ class QuestionCache:
             log.warning("%s: dropping an incomplete last line (an interrupted write)", self.path)
             with open(self.path, "r+b") as handle:
                 handle.truncate(len(complete) + 1 if complete else 0)
-        for number, line in enumerate(complete.split(b"\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as err:  # bad JSON or bad UTF-8
-                raise DataError(self.path, number, f"unreadable ({err}); delete the file to rebuild it") from None
-            if (
-                not isinstance(obj, dict)
-                or not isinstance(obj.get("key"), str)
-                or not isinstance(obj.get("question"), str)
-            ):
-                raise DataError(self.path, number, "expected {'key': str, 'question': str}", "key")
-            self.questions[obj["key"]] = obj["question"]
+        for line, obj in iter_jsonl(self.path):  # bad JSON or bytes: an error naming the line
+            question = require_str(self.path, line, obj, "question", allow_empty=True)  # "": the writer gave none
+            self.questions[require_str(self.path, line, obj, "key")] = question
 
     def add(self, rows: dict[str, str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
