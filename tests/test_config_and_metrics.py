@@ -92,3 +92,17 @@ def test_a_cached_copy_has_the_same_name_wherever_the_cache_lives(tmp_path, monk
     own = tmp_path / "my-model"  # a user's folder, a hub name: named as given
     assert portable_name(ModelSource(str(own), "w.gguf")) == f"{own}::w.gguf"
     assert portable_name(ModelSource("Qwen/Qwen2.5-Coder-0.5B-Instruct")) == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+
+
+def test_set_dotted_reaches_into_lists_and_names_bad_keys():
+    from dreamir.config import ConfigError, set_dotted
+
+    tree = {"datasets": [{"name": "a", "build": {"max_examples": 1000}}], "train": {"lr": 0.1}}
+    set_dotted(tree, "datasets.0.build.max_examples", 3000)
+    set_dotted(tree, "train.warmup_steps", 5)
+    assert tree["datasets"] == [{"name": "a", "build": {"max_examples": 3000}}]
+    assert tree["train"] == {"lr": 0.1, "warmup_steps": 5}
+    with pytest.raises(ConfigError, match="'1' is not an index of a 1-item list"):
+        set_dotted(tree, "datasets.1.build.max_examples", 1)
+    with pytest.raises(ConfigError, match="'lr' is not a section"):
+        set_dotted(tree, "train.lr.x", 1)

@@ -105,6 +105,19 @@ def test_questions_recipe_builds_examples_around_the_written_question(tmp_path, 
     assert len(writer.calls) == 2  # the second build reads every question from the cache
 
 
+def test_a_writer_that_returns_no_question_is_named_not_blamed_on_the_documents(tmp_path, monkeypatch):
+    import dreamir.data.questions as questions
+
+    texts = [" ".join(f"word{i}x{j}" for j in range(30)) + "." for i in range(10)]
+    monkeypatch.setattr(questions, "load_generator", lambda config: CountingWriter(lambda p: ""))
+    settings = BuildConfig(
+        recipe="questions", candidates=3, chunk_words=30, min_words=10, target_words=8,
+        questions=QuestionConfig(cache=str(tmp_path / "q.jsonl")),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="returned no usable question for any of the 10 chunks"):
+        build_self_supervised(texts, settings, show_progress=False)
+
+
 def test_writer_generates_greedily_and_a_batch_equals_single_passages(tiny_llm_dir, tmp_path):
     """Left padding must not change a row's generation: each passage alone gives what it gives in a batch."""
     from transformers import AutoTokenizer

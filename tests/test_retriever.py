@@ -92,3 +92,41 @@ def test_embed_is_differentiable_and_state_round_trips(tiny_encoder_dir):
 def test_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         Retriever.load(str(tmp_path / "absent-model"))
+
+
+def test_static_retriever_is_the_mean_of_the_models_input_embeddings(tiny_encoder_dir, tmp_path):
+    """Reference: a text's embedding is the L2-normalised mean of the base model's input-embedding rows of
+    its tokens (no special tokens, no prefix); training changes only the rows of tokens it saw; the export
+    reloads as the same static model."""
+    from transformers import AutoModel, AutoTokenizer
+
+    retriever = Retriever.load(str(tiny_encoder_dir), architecture="static")
+    assert retriever.is_static and not retriever.uses_lora
+    assert retriever.query_prefix == "" and retriever.doc_prefix == ""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    table = AutoModel.from_pretrained(tiny_encoder_dir).get_input_embeddings().weight.detach()
+    for text in TEXTS:
+        mean = table[tokenizer(text, add_special_tokens=False)["input_ids"]].mean(0)
+        expected = (mean / mean.norm()).numpy()
+        np.testing.assert_allclose(retriever.encode([text], "query")[0], expected, atol=1e-5)
+
+    emb = retriever.embed(TEXTS[:2], "query")
+    (emb[0] @ emb[1]).backward()
+    grad_rows = retriever.st[0].embedding.weight.grad.abs().sum(1).nonzero().flatten().tolist()
+    seen = {i for t in TEXTS[:2] for i in tokenizer(t, add_special_tokens=False)["input_ids"]}
+    assert set(grad_rows) == seen
+
+    with torch.no_grad():
+        retriever.st[0].embedding.weight.add_(torch.randn_like(retriever.st[0].embedding.weight))
+    out = retriever.export(tmp_path / "static")
+    reloaded = Retriever.load(str(out))
+    assert reloaded.is_static
+    np.testing.assert_allclose(reloaded.encode(TEXTS, "document"), retriever.encode(TEXTS, "document"), atol=1e-5)
+    np.testing.assert_allclose(st_embeddings(out, TEXTS, "document"), retriever.encode(TEXTS, "document"), atol=1e-5)
+
+
+def test_static_retriever_refuses_lora_and_pooling(tiny_encoder_dir):
+    with pytest.raises(ValueError, match="LoRA"):
+        Retriever.load(str(tiny_encoder_dir), architecture="static", lora=LoraConfig(r=4, alpha=8))
+    with pytest.raises(ValueError, match="pooling"):
+        Retriever.load(str(tiny_encoder_dir), architecture="static", pooling="cls")

@@ -26,6 +26,9 @@ class LLMConfig(StrictConfig):
 
 class RetrieverConfig(StrictConfig):
     name: str = "all-minilm-l6-v2"
+    # "static": a bag of trainable token vectors from `name`'s tokenizer and input embeddings (see
+    # dreamir.models.retriever; pooling, LoRA and max_length do not apply); "transformer": the model itself.
+    architecture: Literal["transformer", "static"] = "transformer"
     pooling: Literal["mean", "cls", "lasttoken"] | None = None
     query_prefix: str | None = None
     doc_prefix: str | None = None
@@ -142,13 +145,25 @@ def format_config_errors(err: ValidationError, source: str) -> str:
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    node = tree
+    """Set `a.b.c` in a YAML tree; a number indexes a list ("datasets.0.build.max_examples")."""
+    node: Any = tree
     parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section")
-    node[parts[-1]] = value
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"cannot set '{dotted}': '{part}' is not an index of a {len(node)}-item list")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"cannot set '{dotted}': '{parts[depth - 1]}' is not a section")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -82,6 +82,7 @@ def build_retriever(config: RunConfig) -> Retriever:
         lora=rc.lora,
         device=config.device,
         dtype=parse_dtype(config.dtype),
+        architecture=rc.architecture,
     )
 
 

@@ -328,6 +328,11 @@ def build_self_supervised(
     else:
         pieces = _spans(documents, chunks, settings, stats)
     if not pieces:
+        if settings.recipe == "questions":
+            raise ValueError(
+                f"the question writer ({settings.questions.llm}) returned no usable question for any of the "
+                f"{stats.counts.get('skipped_empty_question', 0)} chunks: check its prompt and max_new_tokens"
+            )
         raise ValueError(f"no document is long enough for the '{settings.recipe}' recipe")
     queries = [p.query for p in pieces]
     mined = mine_candidates(

@@ -3,6 +3,11 @@
 Built on sentence-transformers modules (Transformer → Pooling → Normalize) so that the exported
 folder *is* the model dreamir trained: `SentenceTransformer(path)` reproduces dreamir's
 embeddings, query/passage prefixes included (saved as the "query"/"document" prompts).
+
+`architecture="static"` builds a bag-of-tokens retriever instead (StaticEmbedding → Normalize): the
+mean of one trainable vector per token, initialised from the named model's input embeddings and
+tokenizer. It knows nothing about retrieval when it starts and trains in milliseconds per step on a
+CPU: the start where a training signal has room to show what it teaches.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls", "lasttoken"]
 TextKind = Literal["query", "document"]
+Architecture = Literal["transformer", "static"]
 
 
 class Retriever(nn.Module):
@@ -54,12 +60,15 @@ class Retriever(nn.Module):
         lora: LoraConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        architecture: Architecture = "transformer",
     ) -> Retriever:
         """Load a sentence-transformers folder or build a pipeline around any HF model.
 
         An existing sentence-transformers model keeps its own pooling and prompts unless
         overridden; a bare HF backbone gets `pooling` (default: lasttoken for decoders, mean
-        otherwise) and the METHOD §1.6 prefixes "query: " / "passage: ".
+        otherwise) and the METHOD §1.6 prefixes "query: " / "passage: ". `architecture="static"`
+        builds a bag-of-tokens retriever from `spec`'s tokenizer and input embeddings (no prefixes,
+        no truncation, no pooling choice, no LoRA: every token vector is trained).
         """
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Normalize, Transformer
@@ -69,6 +78,16 @@ class Retriever(nn.Module):
 
         source = plain_model_source(spec)  # a GGUF decoder is de-quantised once, as for the frozen LLM
         is_st_folder = (Path(source.name_or_path) / "modules.json").exists()
+        if architecture == "static":
+            if pooling is not None or lora is not None:
+                raise ValueError("a static retriever has no pooling choice and no LoRA (every token vector trains)")
+            retriever = cls(
+                _static_pipeline(source.name_or_path, spec, device),
+                query_prefix or "",
+                doc_prefix or "",
+                source=f"static embeddings of {source.describe()}",
+            )
+            return retriever.to(device=device, dtype=dtype)
         try:
             if is_st_folder:
                 st = SentenceTransformer(source.name_or_path, device=str(device))
@@ -87,9 +106,10 @@ class Retriever(nn.Module):
             _set_pooling(st, pooling)
         if not any(isinstance(m, Normalize) for m in st):
             st.append(Normalize())
-        if max_length is not None:
-            st.max_seq_length = max_length
-        _prepare_tokenizer(st, _pooling_mode(st))
+        if not _is_static(st):  # an exported static retriever has no truncation or pooling to set
+            if max_length is not None:
+                st.max_seq_length = max_length
+            _prepare_tokenizer(st, _pooling_mode(st))
         retriever = cls(
             st,
             query_prefix if query_prefix is not None else saved_prompts.get("query", ""),
@@ -101,6 +121,8 @@ class Retriever(nn.Module):
         return retriever.to(device=device, dtype=dtype)
 
     def add_lora(self, settings: LoraConfig) -> None:
+        if self.is_static:
+            raise ValueError("a static retriever trains every token vector; LoRA does not apply")
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
 
@@ -117,9 +139,15 @@ class Retriever(nn.Module):
     def backbone_module(self) -> nn.Module:
         return self.st[0]
 
+    @property
+    def is_static(self) -> bool:
+        return _is_static(self.st)
+
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the backbone's layer activations in the backward pass (transformers' own checkpointing,
         non-reentrant: works under LoRA without making the inputs require grad; dropout replays the same RNG)."""
+        if self.is_static:
+            return  # no layer activations to recompute
         model = self.backbone_module.model
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.23 (the older name is deprecated)
@@ -129,7 +157,7 @@ class Retriever(nn.Module):
 
     @property
     def uses_lora(self) -> bool:
-        return hasattr(self.backbone_module.model, "peft_config")
+        return hasattr(getattr(self.backbone_module, "model", None), "peft_config")
 
     @property
     def dim(self) -> int:
@@ -194,6 +222,9 @@ class Retriever(nn.Module):
     def _token_counts(self, texts: Sequence[str], kind: TextKind) -> list[int]:
         """Exact truncated token counts, so batches group texts of equal padded length."""
         tokenizer = self.backbone_module.tokenizer
+        if self.is_static:  # a `tokenizers.Tokenizer`, no truncation
+            encoded = tokenizer.encode_batch(self._with_prefix(texts, kind), add_special_tokens=False)
+            return [len(e.ids) for e in encoded]
         ids = tokenizer(self._with_prefix(texts, kind), truncation=True, max_length=self.st.max_seq_length)
         return [len(x) for x in ids["input_ids"]]
 
@@ -208,7 +239,7 @@ class Retriever(nn.Module):
         path = Path(path)
         st = copy.deepcopy(self.st)
         backbone = st[0]
-        if hasattr(backbone.model, "merge_and_unload"):
+        if hasattr(getattr(backbone, "model", None), "merge_and_unload"):
             backbone.model = backbone.model.merge_and_unload()
         st.prompts = {"query": self.query_prefix, "document": self.doc_prefix}
         with atomic_folder(path, EXPORT_MARKER) as tmp:
@@ -217,6 +248,31 @@ class Retriever(nn.Module):
                 shutil.copyfile(source, tmp / name)
             (tmp / EXPORT_MARKER).write_text(json.dumps({"format": 1, "source": self.source}) + "\n")
         return path
+
+
+def _is_static(st) -> bool:
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    return isinstance(st[0], StaticEmbedding)
+
+
+def _static_pipeline(path: str, spec: str, device: str | torch.device):
+    """StaticEmbedding → Normalize from a model's fast tokenizer and input-embedding matrix."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        weights = AutoModel.from_pretrained(path).get_input_embeddings().weight.detach().float().clone()
+    except OSError as err:
+        raise FileNotFoundError(f"could not load retriever '{spec}' for static embeddings: {err}") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"retriever '{spec}': static embeddings need a fast (Rust) tokenizer")
+    if weights.shape[0] < len(tokenizer):  # the embedding matrix must cover every id the tokenizer emits
+        raise ValueError(f"retriever '{spec}': {len(weights)} input embeddings for a vocabulary of {len(tokenizer)}")
+    modules = [StaticEmbedding(tokenizer, embedding_weights=weights), Normalize()]
+    return SentenceTransformer(modules=modules, device=str(device))
 
 
 def _is_decoder(config) -> bool:
