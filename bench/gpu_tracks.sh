@@ -36,4 +36,13 @@ for dataset in scifact nfcorpus; do
         --set base.dream_distill.teacher=judge_and_start \
         --set base.dream_distill.signal_cache_dir="$runs/learn-dev-qwen1.5b/judge-signal"
 done
+# The static track with many more examples (issue 17 item 6): on 2 CPU cores the judge costs ~1 s per example,
+# so the CPU runs stop at 3,000; here every chunk of the corpus (up to 20,000) gets a real and a shuffled-target
+# signal, then 3 seeds of DREAM-distill, its control and InfoNCE train the static retriever (2 epochs).
+for index in 0 1; do
+    step python3 bench/learn.py --config configs/learn-static.yaml --dataset "$([ $index = 0 ] && echo scifact || echo nfcorpus)" \
+        --variant static-20k-gpu --set out="$runs/learn-static-20k-gpu" --set base.device=cuda \
+        --set datasets.$index.build.max_examples=20000 --set base.train.max_steps=5000 \
+        --set base.dream_distill.signal_cache_dir="$runs/learn-static-20k-gpu/judge-signal"
+done
 echo "== $(date -u +%T) done"
