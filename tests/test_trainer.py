@@ -193,17 +193,15 @@ def test_static_retriever_trains_resumes_and_exports(tmp_path, tiny_llm_dir, tin
     """`retriever.architecture: static` goes through the same trainer: it moves, and a run continued from its
     checkpoint ends at the same token vectors as an uninterrupted one (constant schedule, so the first part's
     steps do not depend on the planned length)."""
-    import yaml as _yaml
-
     from dreamir.config import load_config
     from dreamir.trainer import Trainer
 
     def static_config(name: str, steps: int):
         path = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, name, steps=steps)
-        tree = _yaml.safe_load(path.read_text())
+        tree = yaml.safe_load(path.read_text())
         tree["retriever"]["architecture"] = "static"
         tree["train"].update(lr=0.05, schedule="constant")
-        path.write_text(_yaml.safe_dump(tree))
+        path.write_text(yaml.safe_dump(tree))
         return load_config(path)
 
     whole = Trainer(static_config("whole", 4), show_progress=False)

@@ -78,18 +78,15 @@ class Retriever(nn.Module):
 
         source = plain_model_source(spec)  # a GGUF decoder is de-quantised once, as for the frozen LLM
         is_st_folder = (Path(source.name_or_path) / "modules.json").exists()
-        if architecture == "static":
-            if pooling is not None or lora is not None:
-                raise ValueError("a static retriever has no pooling choice and no LoRA (every token vector trains)")
-            retriever = cls(
-                _static_pipeline(source.name_or_path, spec, device),
-                query_prefix or "",
-                doc_prefix or "",
-                source=f"static embeddings of {source.describe()}",
-            )
-            return retriever.to(device=device, dtype=dtype)
+        described = source.describe()
+        if architecture == "static" and pooling is not None:
+            raise ValueError("a static retriever has no pooling choice (a text is the mean of its token vectors)")
         try:
-            if is_st_folder:
+            if architecture == "static":  # LoRA is refused by add_lora below, as for an exported static folder
+                st = _static_pipeline(source.name_or_path, spec, device)
+                saved_prompts = {}
+                described = f"static embeddings of {described}"
+            elif is_st_folder:
                 st = SentenceTransformer(source.name_or_path, device=str(device))
                 saved_prompts = dict(st.prompts or {})
             else:
@@ -101,7 +98,7 @@ class Retriever(nn.Module):
                 st = SentenceTransformer(modules=[backbone, PoolingModule(dim, mode), Normalize()], device=str(device))
                 saved_prompts = {"query": "query: ", "document": "passage: "}
         except OSError as err:
-            raise FileNotFoundError(f"could not load retriever '{spec}' ({source.describe()}): {err}") from err
+            raise FileNotFoundError(f"could not load retriever '{spec}' ({described}): {err}") from err
         if pooling is not None and is_st_folder:
             _set_pooling(st, pooling)
         if not any(isinstance(m, Normalize) for m in st):
@@ -114,7 +111,7 @@ class Retriever(nn.Module):
             st,
             query_prefix if query_prefix is not None else saved_prompts.get("query", ""),
             doc_prefix if doc_prefix is not None else saved_prompts.get("document", ""),
-            source=source.describe(),
+            source=described,
         )
         if lora is not None:
             retriever.add_lora(lora)
@@ -262,11 +259,8 @@ def _static_pipeline(path: str, spec: str, device: str | torch.device):
     from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
     from transformers import AutoModel, AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        weights = AutoModel.from_pretrained(path).get_input_embeddings().weight.detach().float().clone()
-    except OSError as err:
-        raise FileNotFoundError(f"could not load retriever '{spec}' for static embeddings: {err}") from err
+    tokenizer = AutoTokenizer.from_pretrained(path)  # an OSError here is reported by Retriever.load
+    weights = AutoModel.from_pretrained(path).get_input_embeddings().weight.detach().float().clone()
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"retriever '{spec}': static embeddings need a fast (Rust) tokenizer")
     if weights.shape[0] < len(tokenizer):  # the embedding matrix must cover every id the tokenizer emits
