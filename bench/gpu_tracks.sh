@@ -36,6 +36,18 @@ for dataset in scifact nfcorpus; do
         --set base.dream_distill.teacher=judge_and_start \
         --set base.dream_distill.signal_cache_dir="$runs/learn-dev-qwen1.5b/judge-signal"
 done
+# The judge signal of the static track's 3,000 examples per dataset for the three judges (issue 17 item 5), real and
+# shuffled targets, each judge's heads selected label-free from SciFact's training texts: seconds per judge here,
+# then `bench/learn.py --config configs/learn-static.yaml` with the same --set keys trains every seed and control on
+# a CPU from the cached signal (runs/pipeline28.sh did so with the signal computed here on an H100; carry the
+# runs/judge-signal-* folders back). Needs the all-minilm-l6-v2 package beside the judges.
+for judge in qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct; do
+    step python3 -m dreamir.cli compare --config configs/learn-static.yaml --precompute --tf32 \
+        --set out="$runs/learn-static-3k" --set datasets.0.build.max_examples=3000 --set datasets.1.build.max_examples=3000 \
+        --set base.device=cuda --set base.llm.name=$judge --set base.heads.file="$runs/signal/heads-$judge.json" \
+        --set base.heads.detection_examples=64 --set base.train.batch_size=16 \
+        --set base.dream_distill.signal_cache_dir="$runs/judge-signal-$judge"
+done
 # The static track with many more examples (issue 17 item 6): on 2 CPU cores the judge costs ~1 s per example,
 # so the CPU runs stop at 3,000; here every chunk of the corpus (up to 20,000) gets a real and a shuffled-target
 # signal, then 3 seeds of DREAM-distill, its control and InfoNCE train the static retriever (2 epochs).

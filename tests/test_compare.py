@@ -230,3 +230,39 @@ def test_compare_protocol_seeds_control_and_paired_tests(tmp_path, tiny_llm_dir,
     from dreamir.apps.compare import load_compare_config, run_compare
 
     assert run_compare(load_compare_config(path), report_only=True)["tiny"] == rows
+
+
+def test_compare_precompute_stores_every_runs_judge_signal_then_the_comparison_makes_no_judge_pass(
+    tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch, capsys
+):
+    """`dreamir compare --precompute` (e.g. on a GPU) stores the judge signal of each example with its real and its
+    shuffled targets, at every seed, and trains nothing; the comparison then trains every run without the judge."""
+    from dreamir.cli import main
+    from dreamir.objectives import dream_distill
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["dream_distill"])
+    config = yaml.safe_load(path.read_text())
+    config.update(seeds=[0, 1], controls=["dream_distill"], baselines=["untrained"])
+    config["base"]["dream_distill"] = {"signal_cache_dir": str(tmp_path / "signal")}
+    config["base"]["heads"]["file"] = str(tmp_path / "heads.json")  # not there yet: selected once, then shared
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", "--config", str(path), "--precompute"]) == 0
+    printed = capsys.readouterr().out
+    examples = sum(1 for _ in (tmp_path / "cmp" / "tiny" / "train.jsonl").open())
+    for row in ("dream_distill seed 0", "dream_distill seed 1", "dream_distill-shuffled seed 0"):
+        assert f"tiny {row}: judge signal:" in printed
+    assert "heads: selected label-free from" in printed and (tmp_path / "heads.json").exists()
+    # one key per example and target (real, shuffled): the seeds and the control share the selected heads
+    assert len(list((tmp_path / "signal").glob("*.pt"))) == 2 * examples
+    assert not list((tmp_path / "cmp").rglob("result.json")) and not (tmp_path / "cmp" / "compare.json").exists()
+
+    monkeypatch.setattr(dream_distill, "weight_gradient", lambda *a, **k: pytest.fail("the judge ran again"))
+    assert main(["compare", "--config", str(path)]) == 0
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["adapt"]["tiny"]
+    assert {"dream_distill", "dream_distill-shuffled"} <= set(rows)
+
+    config.update(objectives=["infonce"], controls=[])
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", "--config", str(path), "--precompute"]) == 2
+    assert "nothing to precompute" in capsys.readouterr().err

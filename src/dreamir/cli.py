@@ -130,6 +130,15 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
     overrides = dict(parse_override(item) for item in args.set or [])
     config = load_compare_config(args.config, overrides)
+    if args.tf32:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if args.precompute:
+        from dreamir.apps.compare import precompute_compare
+
+        precompute_compare(config)
+        return
     if not run_compare(config, report_only=args.report_only):
         print(f"nothing finished yet in {config.out} on the configured evaluation scope")
         return
@@ -374,6 +383,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--report-only",
         action="store_true",
         help="train and evaluate nothing: write the report from the methods already finished (safe while it runs)",
+    )
+    p.add_argument(
+        "--precompute",
+        action="store_true",
+        help="compute what the runs keep ahead of training and train nothing (dream_distill: the judge signal of "
+        "every example, real and shuffled targets, e.g. on a GPU; the comparison run elsewhere then reads it)",
+    )
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="CUDA: TF32 matrix products for fp32 models (several times faster on recent GPUs; ~1e-3 relative error)",
     )
     p.set_defaults(func=_cmd_compare)
 

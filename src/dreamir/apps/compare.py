@@ -23,7 +23,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -47,7 +47,10 @@ from dreamir.eval.evaluate import evaluate_model
 from dreamir.eval.report import grouped_bars
 from dreamir.eval.significance import paired_test, pooled
 from dreamir.files import atomic_write
-from dreamir.objectives import OBJECTIVES
+from dreamir.objectives import OBJECTIVES, get_objective
+
+if TYPE_CHECKING:
+    from dreamir.models.frozen_lm import FrozenLM
 
 REPORTED = ("ndcg@10", "recall@100", "mrr@10")
 CONTROL_SUFFIX = "-shuffled"
@@ -338,6 +341,59 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
     if results:
         write_outputs(config, results)
     return {dataset: add_paired_tests(rows) for dataset, rows in results.items()}
+
+
+def select_shared_heads(run: RunConfig, lm: FrozenLM) -> None:
+    """A heads file named but not there yet: selected label-free from this run's (real) training texts and
+    written, so that every later run — seeds, controls, other datasets — shares it and its signal keys."""
+    from dreamir.data.training import load_examples
+    from dreamir.heads import select_heads_label_free
+
+    assert run.heads.file is not None
+    ranking = select_heads_label_free(
+        lm,
+        load_examples(run.data.train),
+        run.heads.detection_examples,
+        run.heads.scoring,
+        run.data.limits,
+        run.dream.layout,
+        run.seed,
+    )
+    path = ranking.save(run.heads.file, lm.num_layers * lm.num_heads if run.heads.count == "all" else run.heads.count)
+    print(f"[compare] heads: selected label-free from {run.data.train} -> {path}", flush=True)
+
+
+def precompute_compare(config: CompareConfig) -> list[str]:
+    """What the comparison's runs can compute ahead of training — DREAM-distill's judge signal of every example,
+    with its real and (for a control) shuffled targets — for every dataset and seed; trains and evaluates
+    nothing. Meant for a GPU: a later `dreamir compare` with the same judge, heads, dtype and examples reads the
+    signal from `dream_distill.signal_cache_dir` and makes no judge pass. Returns a line per run."""
+    from dreamir.models.frozen_lm import FrozenLM
+    from dreamir.trainer import Trainer
+
+    lines: list[str] = []
+    loaded: dict[tuple[str, str, str], FrozenLM] = {}  # one judge in memory at a time, shared by the runs
+    for dataset in config.datasets:
+        train_path = training_data(config, dataset)
+        for row, objective, control in config.methods():
+            if not get_objective(objective).precomputes:
+                continue
+            # every seed: without a heads file each run selects its heads with its own seed (its own signal keys)
+            for seed in config.run_seeds():
+                run = run_config(config, dataset, objective, train_path, seed, control)
+                judge = (run.llm.name, run.device, run.dtype)
+                if judge not in loaded:
+                    loaded = {judge: FrozenLM.load(*judge)}
+                if run.heads.file and not Path(run.heads.file).exists():
+                    select_shared_heads(run, loaded[judge])
+                lines.append(f"{dataset.name} {row} seed {seed}: {Trainer(run, lm=loaded[judge]).precompute()}")
+                print(f"[compare] {lines[-1]}", flush=True)
+    if not lines:
+        raise ConfigError(
+            f"nothing to precompute: none of the objectives {', '.join(config.objectives)} computes anything "
+            "ahead of training (dream_distill does)"
+        )
+    return lines
 
 
 def pool_seeds(per_seed: list[tuple[int, dict]]) -> dict:

@@ -50,6 +50,7 @@ class Objective:
     name: ClassVar[str] = ""
     Config: ClassVar[type[StrictConfig]] = StrictConfig  # its section of the run config, `<name>:`
     needs_llm: ClassVar[bool] = True  # False: the trainer never loads the frozen LLM for it
+    precomputes: ClassVar[bool] = False  # True: `precompute` computes something ahead of training
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> Objective:

@@ -65,6 +65,7 @@ class DreamDistillConfig(TemperatureConfig):  # temperature: τ of P_R (DREAM's)
 class DreamDistillObjective(Objective):
     name = "dream_distill"
     Config = DreamDistillConfig
+    precomputes = True
 
     def __init__(
         self,
