@@ -378,9 +378,10 @@ def precompute_compare(config: CompareConfig) -> list[str]:
         for row, objective, control in config.methods():
             if not get_objective(objective).precomputes:
                 continue
-            # every seed: without a heads file each run selects its heads with its own seed (its own signal keys)
             for seed in config.run_seeds():
                 run = run_config(config, dataset, objective, train_path, seed, control)
+                if run.heads.file and seed != config.run_seeds()[0]:
+                    break  # one heads file: the keys do not depend on the seed (without one, each seed selects its own)
                 judge = (run.llm.name, run.device, run.dtype)
                 if judge not in loaded:
                     loaded = {judge: FrozenLM.load(*judge)}
