@@ -347,20 +347,11 @@ def select_shared_heads(run: RunConfig, lm: FrozenLM) -> None:
     """A heads file named but not there yet: selected label-free from this run's (real) training texts and
     written, so that every later run — seeds, controls, other datasets — shares it and its signal keys."""
     from dreamir.data.training import load_examples
-    from dreamir.heads import select_heads_label_free
+    from dreamir.objectives.dream import select_run_heads
 
     assert run.heads.file is not None
-    ranking = select_heads_label_free(
-        lm,
-        load_examples(run.data.train),
-        run.heads.detection_examples,
-        run.heads.scoring,
-        run.data.limits,
-        run.dream.layout,
-        run.seed,
-    )
-    path = ranking.save(run.heads.file, lm.num_layers * lm.num_heads if run.heads.count == "all" else run.heads.count)
-    print(f"[compare] heads: selected label-free from {run.data.train} -> {path}", flush=True)
+    select_run_heads(run, lm, load_examples(run.data.train), run.heads.file)
+    print(f"[compare] heads: selected label-free from {run.data.train} -> {run.heads.file}", flush=True)
 
 
 def precompute_compare(config: CompareConfig) -> list[str]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from dreamir.data.training import Example, TokenizedExample
-from dreamir.heads import load_heads, select_heads_label_free
+from dreamir.heads import HeadRanking, load_heads, select_heads_label_free
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import HeadInjection
 from dreamir.models.kv_store import DocumentKVStore
@@ -32,6 +32,9 @@ from dreamir.objectives.base import (
     candidate_scores,
     log_doc_weights,
 )
+
+if TYPE_CHECKING:
+    from dreamir.config import RunConfig
 
 
 class DreamConfig(TemperatureConfig):
@@ -126,9 +129,24 @@ class DreamObjective(Objective):
         )
 
 
-def head_count(context: ObjectiveContext, lm: FrozenLM) -> int:
-    count = context.config.heads.count
+def head_count(config: RunConfig, lm: FrozenLM) -> int:
+    count = config.heads.count
     return lm.num_layers * lm.num_heads if count == "all" else int(count)
+
+
+def select_run_heads(config: RunConfig, lm: FrozenLM, examples: list[Example], path: str | os.PathLike) -> HeadRanking:
+    """Rank the heads label-free on the examples' own text, as `config.heads` says, and write the top ones to path."""
+    ranking = select_heads_label_free(
+        lm,
+        examples,
+        config.heads.detection_examples,
+        config.heads.scoring,
+        config.data.limits,
+        config.dream.layout,
+        config.seed,
+    )
+    ranking.save(path, head_count(config, lm))
+    return ranking
 
 
 def heads_for_run(context: ObjectiveContext, lm: FrozenLM) -> list[tuple[int, int]]:
@@ -139,7 +157,7 @@ def heads_for_run(context: ObjectiveContext, lm: FrozenLM) -> list[tuple[int, in
     context.group.barrier()
     if not context.group.is_main:
         heads_file = context.config.heads.file or str(context.run_dir / "heads.json")
-        heads = load_heads(heads_file, head_count(context, lm))
+        heads = load_heads(heads_file, head_count(context.config, lm))
     return heads
 
 
@@ -147,7 +165,7 @@ def resolve_heads(context: ObjectiveContext, lm: FrozenLM) -> list[tuple[int, in
     """H from the configured heads file, or selected now from the training texts (label-free)."""
     config, run_dir = context.config, context.run_dir
     target = run_dir / "heads.json"
-    count = head_count(context, lm)
+    count = head_count(config, lm)
     if config.heads.file:
         heads = load_heads(config.heads.file, count)
         src = Path(config.heads.file)
@@ -158,17 +176,7 @@ def resolve_heads(context: ObjectiveContext, lm: FrozenLM) -> list[tuple[int, in
         return heads
     if target.exists():  # selected by an earlier (interrupted) attempt of this run
         return load_heads(target, count)
-    ranking = select_heads_label_free(
-        lm,
-        context.examples,
-        config.heads.detection_examples,
-        config.heads.scoring,
-        config.data.limits,
-        config.dream.layout,
-        config.seed,
-    )
-    ranking.save(target, count)
-    return ranking.top(count)
+    return select_run_heads(config, lm, context.examples, target).top(count)
 
 
 def document_store(config: DreamConfig) -> DocumentKVStore | None:
