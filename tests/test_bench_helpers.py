@@ -33,3 +33,18 @@ def test_other_errors_are_not_swallowed():
 
     with pytest.raises(RuntimeError, match="a bug"):
         run_main(main)
+
+
+def test_paired_runs_pools_each_group_per_query_and_names_a_folder_without_a_result(tmp_path):
+    import json
+
+    from paired_runs import group_scores
+
+    for name, scores in {"a": {"q1": 0.2, "q2": 0.4}, "a-seed1": {"q1": 0.4, "q2": 0.0, "q3": 1.0}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps({"ndcg@10": 0.0, "per_query_ndcg@10": scores}))
+    pooled, paths = group_scores([str(tmp_path / "a*")])
+    assert len(paths) == 2 and pooled == pytest.approx({"q1": 0.3, "q2": 0.2})  # q3: not scored by every run
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=re.escape(f"{tmp_path / 'empty' / 'result.json'}: no finished run here")):
+        group_scores([str(tmp_path / "empty")])
