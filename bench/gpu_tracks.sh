@@ -55,6 +55,7 @@ for index in 0 1; do
     step python3 bench/learn.py --config configs/learn-static.yaml --dataset "$([ $index = 0 ] && echo scifact || echo nfcorpus)" \
         --variant static-20k-gpu --set out="$runs/learn-static-20k-gpu" --set base.device=cuda \
         --set datasets.$index.build.max_examples=20000 --set base.train.max_steps=5000 \
+        --set base.heads.file="$runs/signal/heads-smollm2-135m-instruct.json" \
         --set base.dream_distill.signal_cache_dir="$runs/learn-static-20k-gpu/judge-signal"
 done
 echo "== $(date -u +%T) done"

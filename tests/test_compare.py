@@ -236,7 +236,8 @@ def test_compare_precompute_stores_every_runs_judge_signal_then_the_comparison_m
     tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch, capsys
 ):
     """`dreamir compare --precompute` (e.g. on a GPU) stores the judge signal of each example with its real and its
-    shuffled targets, at every seed, and trains nothing; the comparison then trains every run without the judge."""
+    shuffled targets, once for every seed (a heads file makes the keys seed-independent), and trains nothing; the
+    comparison then trains every run without the judge."""
     from dreamir.cli import main
     from dreamir.objectives import dream_distill
 

@@ -363,7 +363,7 @@ def precompute_compare(config: CompareConfig) -> list[str]:
     from dreamir.trainer import Trainer
 
     lines: list[str] = []
-    loaded: dict[tuple[str, str, str], FrozenLM] = {}  # one judge in memory at a time, shared by the runs
+    loaded: dict[tuple[str, str, str], FrozenLM] = {}  # the judge the runs share
     for dataset in config.datasets:
         train_path = training_data(config, dataset)
         for row, objective, control in config.methods():
@@ -375,7 +375,8 @@ def precompute_compare(config: CompareConfig) -> list[str]:
                     break  # one heads file: the keys do not depend on the seed (without one, each seed selects its own)
                 judge = (run.llm.name, run.device, run.dtype)
                 if judge not in loaded:
-                    loaded = {judge: FrozenLM.load(*judge)}
+                    loaded.clear()  # another judge (per_objective settings): free the last before loading it
+                    loaded[judge] = FrozenLM.load(*judge)
                 if run.heads.file and not Path(run.heads.file).exists():
                     select_shared_heads(run, loaded[judge])
                 lines.append(f"{dataset.name} {row} seed {seed}: {Trainer(run, lm=loaded[judge]).precompute()}")
