@@ -87,8 +87,10 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     config = yaml.safe_load(path.read_text())
     copied = yaml.safe_load(path.read_text()) | {"out": str(tmp_path / "copy")}
     shutil.copytree(out / "tiny", tmp_path / "copy" / "tiny")
+    copied["base"]["replug"] = {"signal_cache_dir": str(tmp_path / "nll")}  # a cache elsewhere: still reused
     (tmp_path / "copied.yaml").write_text(yaml.safe_dump(copied))
     assert main(["compare", "--config", str(tmp_path / "copied.yaml")]) == 0
+    assert not (tmp_path / "nll").exists()  # nothing retrained
     copied["base"]["train"]["lr"] = 5e-4
     (tmp_path / "copied.yaml").write_text(yaml.safe_dump(copied))
     capsys.readouterr()

@@ -222,7 +222,7 @@ def test_tokenized_examples_for_distill_keys_differ_by_target():
     objective = distill_objective(lm, None)
     a = tokenize_examples(EXAMPLES[:1], lm.tokenize, TokenLimits())[0]
     b = tokenize_examples(shuffled_targets(EXAMPLES)[:1], lm.tokenize, TokenLimits())[0]
-    assert objective._key(a) != objective._key(b)
+    assert objective.signal.key(a) != objective.signal.key(b)
 
 
 def test_ema_exports_the_moving_average_of_the_weights(tmp_path, tiny_llm_dir, tiny_encoder_dir):

@@ -87,6 +87,31 @@ def test_replug_computes_lm_scores_once_per_example(retriever, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 
+def test_replug_keeps_lm_scores_on_disk_for_later_runs_and_precomputes_them(tmp_path, retriever, monkeypatch):
+    """With `signal_cache_dir`, a second run (another seed, a variant) reads ℓ without an LLM pass; `precompute`
+    fills the folder ahead of training; a different score (sum vs mean) is a different key."""
+    from dreamir.models import lm_passes
+    from dreamir.objectives.replug import ReplugConfig, ReplugObjective
+
+    lm = make_lm("qwen2")
+    toks = tokenized(lm)
+    config = ReplugConfig(signal_cache_dir=str(tmp_path / "nll"))
+    line = ReplugObjective(lm, retriever, config).precompute(toks[:2], batch_size=1, show_progress=False)
+    assert line.startswith("candidate NLL: 2 examples computed, 0 already stored")
+    assert len(list((tmp_path / "nll").glob("*.pt"))) == 2
+
+    first = ReplugObjective(lm, retriever, config).candidate_nll(toks)  # computes the third example only
+    calls = []
+    original = lm_passes.target_nll
+    monkeypatch.setattr(lm_passes, "target_nll", lambda *a, **k: calls.append(1) or original(*a, **k))
+    later = ReplugObjective(lm, retriever, config)
+    again = later.candidate_nll(toks)
+    assert calls == [] and later.nll.calls == 0
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    summed = ReplugObjective(lm, retriever, ReplugConfig(signal_cache_dir=str(tmp_path / "nll"), lm_score="sum"))
+    assert summed.nll.key(toks[0]) != later.nll.key(toks[0]) and summed.nll.cached(toks[0]) is None
+
+
 def test_infonce_loss_matches_a_hand_computation(retriever):
     from dreamir.objectives.infonce import InfoNCEObjective
 

@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precompute",
         action="store_true",
         help="compute what the objective keeps ahead of training and train nothing (dream_distill: the judge "
-        "signal per example into dream_distill.signal_cache_dir, e.g. on a GPU; training elsewhere then reads it)",
+        "signal per example into dream_distill.signal_cache_dir; replug: the LLM's candidate NLL into "
+        "replug.signal_cache_dir; e.g. on a GPU, training elsewhere then reads it)",
     )
     p.set_defaults(func=_cmd_train)
 
@@ -388,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precompute",
         action="store_true",
         help="compute what the runs keep ahead of training and train nothing (dream_distill: the judge signal of "
-        "every example, real and shuffled targets, e.g. on a GPU; the comparison run elsewhere then reads it)",
+        "every example, real and shuffled targets; replug: the candidate NLL; e.g. on a GPU, the comparison run "
+        "elsewhere then reads it)",
     )
     p.add_argument(
         "--tf32",

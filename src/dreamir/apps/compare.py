@@ -212,7 +212,16 @@ def _same_scope(cached: dict, data: BeirData) -> bool:
 
 
 # Settings that do not change what a finished run trained: where it ran and how often it saved.
-REUSE_SAFE_KEYS = ("run_dir", "device", "train.checkpoint_every", "train.keep_checkpoints")
+# where a run ran, how often it saved, where and how much it cached: none of these changes what it learned
+REUSE_SAFE_KEYS = (
+    "run_dir",
+    "device",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    *(f"{owner}.{key}" for owner in ("dream_distill", "replug") for key in ("signal_cache_mb", "signal_cache_dir")),
+    "dream.document_cache_mb",
+    "dream.document_cache_dir",
+)
 
 
 def check_trained_as_configured(run: RunConfig) -> None:
@@ -355,10 +364,10 @@ def select_shared_heads(run: RunConfig, lm: FrozenLM) -> None:
 
 
 def precompute_compare(config: CompareConfig) -> list[str]:
-    """What the comparison's runs can compute ahead of training — DREAM-distill's judge signal of every example,
-    with its real and (for a control) shuffled targets — for every dataset and seed; trains and evaluates
-    nothing. Meant for a GPU: a later `dreamir compare` with the same judge, heads, dtype and examples reads the
-    signal from `dream_distill.signal_cache_dir` and makes no judge pass. Returns a line per run."""
+    """What the comparison's runs can compute ahead of training — DREAM-distill's judge signal, REPLUG's candidate
+    NLL — of every example, with its real and (for a control) shuffled targets, for every dataset and seed; trains
+    and evaluates nothing. Meant for a GPU: a later `dreamir compare` with the same judge, heads, dtype and
+    examples reads them from `<objective>.signal_cache_dir` and makes no judge pass. Returns a line per run."""
     from dreamir.models.frozen_lm import FrozenLM
     from dreamir.trainer import Trainer
 
@@ -367,24 +376,25 @@ def precompute_compare(config: CompareConfig) -> list[str]:
     for dataset in config.datasets:
         train_path = training_data(config, dataset)
         for row, objective, control in config.methods():
-            if not get_objective(objective).precomputes:
+            kind = get_objective(objective)
+            if not kind.precomputes:
                 continue
             for seed in config.run_seeds():
                 run = run_config(config, dataset, objective, train_path, seed, control)
-                if run.heads.file and seed != config.run_seeds()[0]:
-                    break  # one heads file: the keys do not depend on the seed (without one, each seed selects its own)
+                if seed != config.run_seeds()[0] and (run.heads.file or not kind.uses_heads):
+                    break  # the keys do not depend on the seed (heads: without a file, each seed selects its own)
                 judge = (run.llm.name, run.device, run.dtype)
                 if judge not in loaded:
                     loaded.clear()  # another judge (per_objective settings): free the last before loading it
                     loaded[judge] = FrozenLM.load(*judge)
-                if run.heads.file and not Path(run.heads.file).exists():
+                if kind.uses_heads and run.heads.file and not Path(run.heads.file).exists():
                     select_shared_heads(run, loaded[judge])
                 lines.append(f"{dataset.name} {row} seed {seed}: {Trainer(run, lm=loaded[judge]).precompute()}")
                 print(f"[compare] {lines[-1]}", flush=True)
     if not lines:
         raise ConfigError(
             f"nothing to precompute: none of the objectives {', '.join(config.objectives)} computes anything "
-            "ahead of training (dream_distill does)"
+            "ahead of training (dream_distill and replug do)"
         )
     return lines
 

@@ -51,6 +51,7 @@ class Objective:
     Config: ClassVar[type[StrictConfig]] = StrictConfig  # its section of the run config, `<name>:`
     needs_llm: ClassVar[bool] = True  # False: the trainer never loads the frozen LLM for it
     precomputes: ClassVar[bool] = False  # True: `precompute` computes something ahead of training
+    uses_heads: ClassVar[bool] = False  # True: reads the run's `heads:` set (selected label-free when absent)
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> Objective:
@@ -75,7 +76,9 @@ class Objective:
     def precompute(self, tokenized: list[TokenizedExample], batch_size: int, show_progress: bool) -> str:
         """Compute ahead of training what training would compute and keep (`dreamir train --precompute`),
         e.g. on a GPU for a run that then trains elsewhere; returns a line saying what was done."""
-        raise ValueError(f"the '{self.name}' objective computes nothing ahead of training (dream_distill does)")
+        raise ValueError(
+            f"the '{self.name}' objective computes nothing ahead of training (dream_distill and replug do)"
+        )
 
 
 @dataclass

@@ -57,6 +57,7 @@ class DreamConfig(TemperatureConfig):
 class DreamObjective(Objective):
     name = "dream"
     Config = DreamConfig
+    uses_heads = True
 
     def __init__(
         self,

@@ -24,7 +24,6 @@ The judge pass is online DREAM's own: the `heads:` set (selected as for `dream`)
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -32,7 +31,6 @@ from pydantic import Field
 
 from dreamir.data.training import Example, TokenizedExample
 from dreamir.models.frozen_lm import FrozenLM
-from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.lm_passes import weight_gradient
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.anchor import StartDistribution
@@ -46,6 +44,7 @@ from dreamir.objectives.base import (
     log_doc_weights,
 )
 from dreamir.objectives.dream import heads_for_run
+from dreamir.objectives.signal_store import ExampleSignalStore, SignalCacheConfig
 
 
 def standardised(g: torch.Tensor) -> torch.Tensor:
@@ -53,11 +52,9 @@ def standardised(g: torch.Tensor) -> torch.Tensor:
     return (g - g.mean()) / g.std().clamp_min(1e-12)
 
 
-class DreamDistillConfig(TemperatureConfig):  # temperature: τ of P_R (DREAM's)
+class DreamDistillConfig(TemperatureConfig, SignalCacheConfig):  # temperature: τ of P_R (DREAM's)
     judge_temperature: float = Field(0.5, gt=0)  # τ_J of P_J, in units of g (or of its std when standardised)
     judge_scale: Literal["standardised", "raw"] = "standardised"
-    signal_cache_mb: int = Field(256, gt=0)  # a few floats per example: 256 MB holds millions
-    signal_cache_dir: str | None = None  # keep g on disk, shared by runs (seeds, variants) of one judge
     # the distribution distilled: P_J alone, or P_start · P_J renormalised (P_start at `temperature`)
     teacher: Literal["judge", "judge_and_start"] = "judge"
 
@@ -66,6 +63,7 @@ class DreamDistillObjective(Objective):
     name = "dream_distill"
     Config = DreamDistillConfig
     precomputes = True
+    uses_heads = True
 
     def __init__(
         self,
@@ -80,11 +78,9 @@ class DreamDistillObjective(Objective):
             raise ValueError("DREAM-distill needs a non-empty head set H")
         self.lm, self.retriever, self.config, self.heads = lm, retriever, config, heads
         self.mode, self.layout = mode, layout
-        directory = Path(config.signal_cache_dir) if config.signal_cache_dir else None
-        self.store = DocumentKVStore(config.signal_cache_mb * 2**20, directory)
         heads_id = hashlib.sha256(repr(sorted(heads)).encode()).hexdigest()[:12]
-        self._tag = f"judge-signal|{lm.source}|{lm.dtype}|{mode}|{layout}|{lm.sink_token_id}|{heads_id}"
-        self.judge_calls = 0  # judge passes run by this objective (a warm store needs none)
+        tag = f"judge-signal|{lm.source}|{lm.dtype}|{mode}|{layout}|{lm.sink_token_id}|{heads_id}"
+        self.signal = ExampleSignalStore("judge signal", tag, config, self._judge_pass)
         self.temperature = Temperature.from_config(config)
         # built with the objective, i.e. before a checkpoint is loaded: it holds the start
         self.start = StartDistribution(retriever, config.temperature) if config.teacher == "judge_and_start" else None
@@ -97,7 +93,7 @@ class DreamDistillObjective(Objective):
         return cls(lm, context.retriever, context.config.dream_distill, heads, dream.mode, dream.layout)
 
     def summary(self) -> str | None:
-        return f"judge signal: {self.judge_calls} judge passes; {self.store.summary()}"
+        return self.signal.summary("judge passes")
 
     def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
         return self.temperature.parameters("log_temperature")
@@ -105,43 +101,27 @@ class DreamDistillObjective(Objective):
     def extra_learning_rates(self) -> dict[str, float]:
         return {"log_temperature": self.temperature.lr}
 
-    def _key(self, example: TokenizedExample) -> str:
-        return DocumentKVStore.key([*example.docs, example.query, example.target], self._tag)
+    @property
+    def judge_calls(self) -> int:
+        """Judge passes run by this objective (a warm store needs none)."""
+        return self.signal.calls
 
     def cached_signal(self, example: TokenizedExample) -> torch.Tensor | None:
         """The example's stored g, or None when the judge has not seen it (no judge pass here)."""
-        return self.store.get(self._key(example))
+        return self.signal.cached(example)
 
     def judge_signal(self, tokenized: list[TokenizedExample]) -> list[torch.Tensor]:
         """g per example, (N_b,), from the store or one judge pass over the examples it lacks."""
-        keys = [self._key(t) for t in tokenized]
-        found = [self.store.get(key) for key in keys]
-        missing = [b for b, g in enumerate(found) if g is None]
-        if missing:
-            packed = self.lm.pack([tokenized[b] for b in missing], self.layout)
-            gradient, _ = weight_gradient(self.lm, packed, self.heads, self.mode)
-            self.judge_calls += 1
-            for slot, b in enumerate(missing):
-                g = gradient[slot, : len(tokenized[b].docs)].detach().cpu()
-                found[b] = g
-                self.store.put(keys[b], g)
-        return [g for g in found if g is not None]
+        return self.signal(tokenized)
+
+    def _judge_pass(self, tokenized: list[TokenizedExample]) -> list[torch.Tensor]:
+        packed = self.lm.pack(tokenized, self.layout)
+        gradient, _ = weight_gradient(self.lm, packed, self.heads, self.mode)
+        return [gradient[slot, : len(t.docs)] for slot, t in enumerate(tokenized)]
 
     def precompute(self, tokenized: list[TokenizedExample], batch_size: int, show_progress: bool) -> str:
-        """The judge signal of every example not yet stored, into `signal_cache_dir` (resumable: what a
-        killed call stored is kept). A later run with the same judge, heads and examples makes no judge pass."""
-        if not self.config.signal_cache_dir:
-            raise ValueError("precomputing the judge signal needs dream_distill.signal_cache_dir (a folder to keep it)")
-        from tqdm.auto import tqdm
-
-        missing = [t for t in tokenized if self.cached_signal(t) is None]
-        batches = range(0, len(missing), batch_size)
-        for start in tqdm(batches, desc="judge signal", unit="batch", disable=not show_progress):
-            self.judge_signal(missing[start : start + batch_size])
-        return (
-            f"judge signal: {len(missing)} examples computed, {len(tokenized) - len(missing)} already stored, "
-            f"in {self.config.signal_cache_dir}"
-        )
+        """The judge signal of every example not yet stored, into `signal_cache_dir` (resumable)."""
+        return self.signal.precompute(tokenized, batch_size, show_progress, self.name)
 
     def judge_log_distribution(self, tokenized: list[TokenizedExample], mask: torch.Tensor) -> torch.Tensor:
         """log P_J (B, N_max), −inf at padding."""

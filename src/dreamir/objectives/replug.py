@@ -3,8 +3,9 @@
     ℓ_i = −log p_Φ(y | d_i, q)        (per target token: the mean, see `lm_score`)
     P_LM = softmax(−ℓ / τ_lm),  P_R = softmax(s / τ_r),  loss = KL(P_LM ‖ P_R)
 
-P_LM does not depend on the retriever, so it is computed once per example without a graph and
-kept for later epochs (a few floats per example).
+ℓ does not depend on the retriever, so it is computed once per example without a graph and kept for
+later epochs (a few floats per example) — in memory, or in `replug.signal_cache_dir`, where seeds,
+controls and variants of one LLM share it and `--precompute` can fill it ahead of training (on a GPU).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pydantic import Field
 
 from dreamir.data.training import Example, TokenizedExample
 from dreamir.models.frozen_lm import FrozenLM
-from dreamir.models.kv_store import DocumentKVStore
 from dreamir.models.lm_passes import candidate_nll
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import (
@@ -26,10 +26,10 @@ from dreamir.objectives.base import (
     candidate_scores,
     log_doc_weights,
 )
-from dreamir.settings import StrictConfig
+from dreamir.objectives.signal_store import ExampleSignalStore, SignalCacheConfig
 
 
-class ReplugConfig(StrictConfig):
+class ReplugConfig(SignalCacheConfig):
     lm_temperature: float = Field(0.1, gt=0)
     retriever_temperature: float = Field(0.1, gt=0)
     # "mean": ℓ is the mean NLL per target token, so τ_lm does not depend on the target's length;
@@ -41,26 +41,33 @@ class ReplugConfig(StrictConfig):
 class ReplugObjective(Objective):
     name = "replug"
     Config = ReplugConfig
+    precomputes = True
 
     def __init__(self, lm: FrozenLM, retriever: Retriever, config: ReplugConfig | None = None) -> None:
         self.lm, self.retriever = lm, retriever
         self.config = config or ReplugConfig()
-        self._lm_scores: dict[str, torch.Tensor] = {}
+        config = self.config
+        tag = f"replug-nll|{lm.source}|{lm.dtype}|{lm.sink_token_id}|{config.lm_score}"
+        self.nll = ExampleSignalStore("candidate NLL", tag, config, self._lm_pass)
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> ReplugObjective:
         return cls(context.require_lm(cls.name), context.retriever, context.config.replug)
 
-    @torch.no_grad()
+    def summary(self) -> str | None:
+        return self.nll.summary("LLM passes")
+
     def candidate_nll(self, tokenized: list[TokenizedExample]) -> list[torch.Tensor]:
         """ℓ for every candidate of every example, computed once per example and kept."""
-        keys = [DocumentKVStore.key([*ex.docs, ex.query, ex.target], self.config.lm_score) for ex in tokenized]
-        found: list[torch.Tensor | None] = [self._lm_scores.get(key) for key in keys]
-        todo = [b for b, f in enumerate(found) if f is None]
-        fresh = candidate_nll(self.lm, [tokenized[b] for b in todo], self.config.lm_score, self.config.lm_batch)
-        for b, scores in zip(todo, fresh, strict=True):
-            found[b] = self._lm_scores[keys[b]] = scores
-        return [f for f in found if f is not None]
+        return self.nll(tokenized)
+
+    @torch.no_grad()
+    def _lm_pass(self, tokenized: list[TokenizedExample]) -> list[torch.Tensor]:
+        return candidate_nll(self.lm, tokenized, self.config.lm_score, self.config.lm_batch)
+
+    def precompute(self, tokenized: list[TokenizedExample], batch_size: int, show_progress: bool) -> str:
+        """ℓ of every example not yet stored, into `signal_cache_dir` (resumable)."""
+        return self.nll.precompute(tokenized, batch_size, show_progress, self.name)
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
         scores, mask = candidate_scores(self.retriever, examples)
