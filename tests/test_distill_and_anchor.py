@@ -186,6 +186,31 @@ def test_trainer_with_distill_and_anchor_runs_from_config(tmp_path, tiny_llm_dir
     assert (tmp_path / "run" / "retriever" / "modules.json").exists()
 
 
+def test_distill_contrastive_weight_adds_that_many_infonce_losses_of_the_same_batch(retriever):
+    """contrastive_weight α: loss = KL(P_J ‖ P_R) + α · InfoNCE, each term as its own objective computes it,
+    and both terms reach the retriever's weights."""
+    from dreamir.objectives.infonce import InfoNCEConfig, InfoNCEObjective
+
+    lm = make_lm("qwen2")
+    toks = tokenized(lm)
+    contrastive = InfoNCEConfig(temperature=0.1)
+    plain = distill_objective(lm, retriever)(EXAMPLES, toks)
+    infonce = InfoNCEObjective(retriever, contrastive)(EXAMPLES, toks)
+    both = distill_objective(lm, retriever, contrastive_weight=0.7)
+    both.contrastive = contrastive
+    out = both(EXAMPLES, toks)
+    torch.testing.assert_close(out.loss, plain.loss + 0.7 * infonce.loss, rtol=1e-5, atol=1e-6)
+    assert out.metrics["kl"] == pytest.approx(plain.metrics["loss"], rel=1e-5)
+    assert out.metrics["contrastive"] == pytest.approx(infonce.metrics["loss"], rel=1e-5)
+    retriever.zero_grad()
+    out.loss.backward()
+    with_both = [p.grad.clone() for p in retriever.parameters() if p.grad is not None]
+    retriever.zero_grad()
+    distill_objective(lm, retriever)(EXAMPLES, toks).loss.backward()
+    alone = [p.grad for p in retriever.parameters() if p.grad is not None]
+    assert any(not torch.allclose(a, b) for a, b in zip(with_both, alone, strict=True))
+
+
 def test_precompute_stores_the_judge_signal_and_training_then_makes_no_judge_pass(
     tmp_path, tiny_llm_dir, tiny_encoder_dir, capsys, monkeypatch
 ):

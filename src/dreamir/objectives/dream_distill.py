@@ -44,6 +44,7 @@ from dreamir.objectives.base import (
     log_doc_weights,
 )
 from dreamir.objectives.dream import heads_for_run
+from dreamir.objectives.infonce import InfoNCEConfig, contrastive_loss
 from dreamir.objectives.signal_store import ExampleSignalStore, SignalCacheConfig
 
 
@@ -57,6 +58,9 @@ class DreamDistillConfig(TemperatureConfig, SignalCacheConfig):  # temperature: 
     judge_scale: Literal["standardised", "raw"] = "standardised"
     # the distribution distilled: P_J alone, or P_start · P_J renormalised (P_start at `temperature`)
     teacher: Literal["judge", "judge_and_start"] = "judge"
+    # + this × InfoNCE on the same batch (`infonce.*`; positive = the target): the judge orders each example's
+    # candidates, the contrastive term adds in-batch negatives, which the judge's signal never sees
+    contrastive_weight: float = Field(0.0, ge=0)
 
 
 class DreamDistillObjective(Objective):
@@ -73,11 +77,13 @@ class DreamDistillObjective(Objective):
         heads: list[tuple[int, int]],
         mode: str = "bias",
         layout: str = "separate",
+        contrastive: InfoNCEConfig | None = None,
     ) -> None:
         if not heads:
             raise ValueError("DREAM-distill needs a non-empty head set H")
         self.lm, self.retriever, self.config, self.heads = lm, retriever, config, heads
         self.mode, self.layout = mode, layout
+        self.contrastive = contrastive or InfoNCEConfig()
         heads_id = hashlib.sha256(repr(sorted(heads)).encode()).hexdigest()[:12]
         tag = f"judge-signal|{lm.source}|{lm.dtype}|{mode}|{layout}|{lm.sink_token_id}|{heads_id}"
         self.signal = ExampleSignalStore("judge signal", tag, config, self._judge_pass)
@@ -90,7 +96,8 @@ class DreamDistillObjective(Objective):
         lm = context.require_lm(cls.name)
         dream = context.config.dream
         heads = heads_for_run(context, lm)
-        return cls(lm, context.retriever, context.config.dream_distill, heads, dream.mode, dream.layout)
+        config = context.config
+        return cls(lm, context.retriever, config.dream_distill, heads, dream.mode, dream.layout, config.infonce)
 
     def summary(self) -> str | None:
         return self.signal.summary("judge passes")
@@ -144,19 +151,16 @@ class DreamDistillObjective(Objective):
         return torch.log_softmax((log_p + log_start).masked_fill(~mask, float("-inf")), dim=-1)
 
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
-        scores, mask = candidate_scores(self.retriever, examples)
+        queries = self.retriever.embed([ex.query for ex in examples], "query")
+        scores, mask = candidate_scores(self.retriever, examples, queries)
         log_p_teacher = self.teacher_log_distribution(examples, tokenized, mask).to(scores.device)
         log_p_retriever = log_doc_weights(scores, mask, self.temperature())
         p_teacher = log_p_teacher.exp()
         kl = (p_teacher * (log_p_teacher - log_p_retriever)).masked_fill(~mask, 0).sum(-1)
         loss = kl.mean()
-        return ObjectiveOutput(
-            loss,
-            {
-                "loss": loss.item(),
-                "p_judge_max": float(p_teacher.max(-1).values.mean()),
-                "tau": self.temperature.current(),
-            },
-            scores,
-            mask,
-        )
+        metrics = {"kl": loss.item(), "p_judge_max": float(p_teacher.max(-1).values.mean())}
+        if self.config.contrastive_weight:
+            contrastive, accuracy = contrastive_loss(self.retriever, examples, queries, scores, mask, self.contrastive)
+            loss = loss + self.config.contrastive_weight * contrastive
+            metrics |= {"contrastive": contrastive.item(), "accuracy": accuracy}
+        return ObjectiveOutput(loss, {"loss": loss.item(), **metrics, "tau": self.temperature.current()}, scores, mask)

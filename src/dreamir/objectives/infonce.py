@@ -82,13 +82,26 @@ class InfoNCEObjective(Objective):
     def __call__(self, examples: list[Example], tokenized: list[TokenizedExample] | None = None) -> ObjectiveOutput:
         queries = self.retriever.embed([ex.query for ex in examples], "query")
         scores, mask = candidate_scores(self.retriever, examples, queries)
-        positives = self.retriever.embed([positive_text(ex) for ex in examples], "document")
-        candidates, in_batch = negative_masks(examples, mask, self.config.same_document_negatives)
-        logits = contrastive_logits(queries, positives, scores, candidates, in_batch) / self.config.temperature
-        labels = torch.arange(len(examples), device=logits.device)
-        loss = F.cross_entropy(logits, labels)
-        accuracy = float((logits.argmax(-1) == labels).float().mean())
+        loss, accuracy = contrastive_loss(self.retriever, examples, queries, scores, mask, self.config)
         return ObjectiveOutput(loss, {"loss": loss.item(), "accuracy": accuracy}, scores, mask)
+
+
+def contrastive_loss(
+    retriever: Retriever,
+    examples: list[Example],
+    queries: torch.Tensor,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    config: InfoNCEConfig,
+) -> tuple[torch.Tensor, float]:
+    """The InfoNCE loss of a batch whose query embeddings and candidate scores are already computed
+    (shared with another term, e.g. DREAM-distill's `contrastive_weight`), and its top-1 accuracy."""
+    positives = retriever.embed([positive_text(ex) for ex in examples], "document")
+    candidates, in_batch = negative_masks(examples, mask, config.same_document_negatives)
+    logits = contrastive_logits(queries, positives, scores, candidates, in_batch) / config.temperature
+    labels = torch.arange(len(examples), device=logits.device)
+    loss = F.cross_entropy(logits, labels)
+    return loss, float((logits.argmax(-1) == labels).float().mean())
 
 
 def positive_text(example: Example) -> str:
