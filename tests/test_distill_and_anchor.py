@@ -186,6 +186,29 @@ def test_trainer_with_distill_and_anchor_runs_from_config(tmp_path, tiny_llm_dir
     assert (tmp_path / "run" / "retriever" / "modules.json").exists()
 
 
+def test_shuffling_targets_for_the_llm_only_keeps_the_retrievers_targets_real(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    """`data.shuffle_targets_for: llm`: the judge sees exactly the control's shuffled targets (the same token ids,
+    so the same cached signal), the retriever's terms (InfoNCE's positive) the real ones."""
+    from dreamir.config import load_config
+    from dreamir.data.training import load_examples
+    from dreamir.trainer import Trainer
+
+    from .test_trainer import write_train_data
+
+    data = write_train_data(tmp_path / "train.jsonl")
+    common = {"llm.name": str(tiny_llm_dir), "retriever.name": str(tiny_encoder_dir), "data.train": str(data)}
+    common |= {"data.shuffle_targets": True, "heads.count": 4, "train.objective": "dream_distill"}
+    control = Trainer(load_config(None, common | {"run_dir": str(tmp_path / "a")}), show_progress=False)
+    judge_only = Trainer(
+        load_config(None, common | {"run_dir": str(tmp_path / "b"), "data.shuffle_targets_for": "llm"}),
+        show_progress=False,
+    )
+    real = load_examples(str(data))
+    assert [ex.target for ex in judge_only.examples] == [ex.target for ex in real]
+    assert [ex.target for ex in control.examples] != [ex.target for ex in real]
+    assert [t.target for t in judge_only.tokenized] == [t.target for t in control.tokenized]
+
+
 def test_distill_contrastive_weight_adds_that_many_infonce_losses_of_the_same_batch(retriever):
     """contrastive_weight α: loss = KL(P_J ‖ P_R) + α · InfoNCE, each term as its own objective computes it,
     and both terms reach the retriever's weights."""

@@ -43,6 +43,10 @@ class DataConfig(StrictConfig):
     # its own seed, so a control's seeds differ in training only (and share one judge signal cache).
     shuffle_targets: bool = False
     shuffle_seed: int = 0
+    # "llm": only the frozen LLM sees the shuffled targets (the judge's signal becomes the control's) while the
+    # retriever's own terms keep the real ones — the control of a judge term beside InfoNCE
+    # (`dream_distill.contrastive_weight`), whose positive is the target
+    shuffle_targets_for: Literal["all", "llm"] = "all"
     limits: TokenLimits = TokenLimits()
 
 

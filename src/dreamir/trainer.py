@@ -113,15 +113,17 @@ class Trainer:
         if not examples:
             source = config.data.train or "the examples given"
             raise ValueError(f"no usable training examples in {source} ({self.stats.summary()})")
+        llm_examples = examples
         if config.data.shuffle_targets:
-            examples = shuffled_targets(examples, config.data.shuffle_seed)
+            llm_examples = shuffled_targets(examples, config.data.shuffle_seed)
+            examples = examples if config.data.shuffle_targets_for == "llm" else llm_examples
         self.examples = examples
         objective_class = get_objective(config.train.objective)
         self.lm = lm
         if self.lm is None and objective_class.needs_llm:
             self.lm = FrozenLM.load(config.llm.name, device=config.device, dtype=config.dtype)
         self.tokenized: list[TokenizedExample | None] = (
-            list(tokenize_examples(examples, self.lm.tokenize, config.data.limits, self.stats))
+            list(tokenize_examples(llm_examples, self.lm.tokenize, config.data.limits, self.stats))
             if self.lm is not None
             else [None] * len(examples)
         )
