@@ -139,6 +139,17 @@ def test_run_settings_do_not_leak_into_the_shared_base(tmp_path):
     assert config.base == {"train": {"lr": 1e-4}}
 
 
+def test_control_shuffles_names_whose_targets_only_the_control_runs_shuffle():
+    from pathlib import Path
+
+    from dreamir.apps.compare import CompareConfig, run_config
+
+    config = CompareConfig(datasets=[{"name": "d", "beir": "x"}], control_shuffles="llm")
+    real, control = (run_config(config, config.datasets[0], "dream_distill", Path("t"), 0, c) for c in (False, True))
+    assert (real.data.shuffle_targets, real.data.shuffle_targets_for) == (False, "all")  # reuses earlier runs
+    assert (control.data.shuffle_targets, control.data.shuffle_targets_for) == (True, "llm")
+
+
 def test_a_dataset_is_found_by_name_or_the_error_names_the_ones_there_are():
     from dreamir.apps.compare import CompareConfig
     from dreamir.config import ConfigError

@@ -89,6 +89,9 @@ class CompareConfig(StrictConfig):
     # shuffled targets (row "<objective>-shuffled", tested against its objective). Empty seeds: base's seed.
     seeds: list[int] = Field(default_factory=list)
     controls: list[ObjectiveName] = Field(default_factory=list)
+    # whose targets a control shuffles (`data.shuffle_targets_for` of the control runs only): "llm" keeps the
+    # retriever's real targets, the control of a judge term beside InfoNCE (`dream_distill.contrastive_weight`)
+    control_shuffles: Literal["all", "llm"] = "all"
 
     def run_seeds(self) -> list[int]:
         return self.seeds or [int(self.base.get("seed", 0))]
@@ -143,6 +146,7 @@ def run_config(
     set_dotted(tree, "data.train", str(train_path))
     if control:
         set_dotted(tree, "data.shuffle_targets", True)
+        set_dotted(tree, "data.shuffle_targets_for", config.control_shuffles)
     set_dotted(tree, "run_dir", str(Path(config.out) / dataset.name / name))
     from pydantic import ValidationError
 
