@@ -249,7 +249,12 @@ def test_precompute_stores_the_judge_signal_and_training_then_makes_no_judge_pas
     settings = ["heads.count=4", "heads.detection_examples=4", "train.batch_size=3", "train.max_steps=3"]
     settings += ["train.warmup_steps=0", f"dream_distill.signal_cache_dir={tmp_path / 'signal'}"]
     args = [*common, "--objective", "dream_distill", *(x for kv in settings for x in ("--set", kv))]
-    assert main(["train", "--run-dir", str(tmp_path / "gpu"), *args, "--precompute"]) == 0
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        assert main(["train", "--run-dir", str(tmp_path / "gpu"), *args, "--precompute", "--tf32"]) == 0
+        assert torch.backends.cuda.matmul.allow_tf32  # --tf32: what a GPU's judge pass would use
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     assert "judge signal: 7 examples computed, 0 already stored" in capsys.readouterr().out
     assert len(list((tmp_path / "signal").glob("*.pt"))) == 7 and not (tmp_path / "gpu" / "retriever").exists()
     assert main(["train", "--run-dir", str(tmp_path / "gpu"), *args, "--precompute"]) == 0  # nothing left

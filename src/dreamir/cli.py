@@ -113,6 +113,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from dreamir.trainer import Trainer
 
     config = _config_from_args(args)
+    _apply_tf32(args)
     trainer = Trainer(config)
     if args.precompute:
         print(trainer.precompute())
@@ -125,15 +126,27 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _add_tf32(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="CUDA: TF32 matrix products for fp32 models (several times faster on recent GPUs; ~1e-3 relative error)",
+    )
+
+
+def _apply_tf32(args: argparse.Namespace) -> None:
+    if args.tf32:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+
 def _cmd_compare(args: argparse.Namespace) -> None:
     from dreamir.apps.compare import load_compare_config, run_compare
 
     overrides = dict(parse_override(item) for item in args.set or [])
     config = load_compare_config(args.config, overrides)
-    if args.tf32:
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32 = True
+    _apply_tf32(args)
     if args.precompute:
         from dreamir.apps.compare import precompute_compare
 
@@ -336,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "signal per example into dream_distill.signal_cache_dir; replug: the LLM's candidate NLL into "
         "replug.signal_cache_dir; e.g. on a GPU, training elsewhere then reads it)",
     )
+    _add_tf32(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="write a run's retriever as a sentence-transformers folder")
@@ -392,11 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every example, real and shuffled targets; replug: the candidate NLL; e.g. on a GPU, the comparison run "
         "elsewhere then reads it)",
     )
-    p.add_argument(
-        "--tf32",
-        action="store_true",
-        help="CUDA: TF32 matrix products for fp32 models (several times faster on recent GPUs; ~1e-3 relative error)",
-    )
+    _add_tf32(p)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("index", help="encode a corpus once into a reusable index")
