@@ -48,6 +48,7 @@ from dreamir.eval.report import grouped_bars
 from dreamir.eval.significance import paired_test, pooled
 from dreamir.files import atomic_write
 from dreamir.objectives import OBJECTIVES, get_objective
+from dreamir.objectives.signal_store import SignalCacheConfig
 
 if TYPE_CHECKING:
     from dreamir.models.frozen_lm import FrozenLM
@@ -215,14 +216,19 @@ def _same_scope(cached: dict, data: BeirData) -> bool:
     return all(cached.get(key) == value for key, value in _scope(data).items())
 
 
-# Settings that do not change what a finished run trained: where it ran and how often it saved.
-# where a run ran, how often it saved, where and how much it cached: none of these changes what it learned
+# Settings that do not change what a finished run trained: where it ran, how often it saved, where and how much
+# it cached (every objective whose config carries a signal cache, and DREAM's document cache).
 REUSE_SAFE_KEYS = (
     "run_dir",
     "device",
     "train.checkpoint_every",
     "train.keep_checkpoints",
-    *(f"{owner}.{key}" for owner in ("dream_distill", "replug") for key in ("signal_cache_mb", "signal_cache_dir")),
+    *(
+        f"{name}.{key}"
+        for name, kind in OBJECTIVES.items()
+        if issubclass(kind.Config, SignalCacheConfig)
+        for key in SignalCacheConfig.model_fields
+    ),
     "dream.document_cache_mb",
     "dream.document_cache_dir",
 )
@@ -398,7 +404,7 @@ def precompute_compare(config: CompareConfig) -> list[str]:
     if not lines:
         raise ConfigError(
             f"nothing to precompute: none of the objectives {', '.join(config.objectives)} computes anything "
-            "ahead of training (dream_distill and replug do)"
+            f"ahead of training ({', '.join(name for name, kind in OBJECTIVES.items() if kind.precomputes)} do)"
         )
     return lines
 

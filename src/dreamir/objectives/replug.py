@@ -45,8 +45,7 @@ class ReplugObjective(Objective):
 
     def __init__(self, lm: FrozenLM, retriever: Retriever, config: ReplugConfig | None = None) -> None:
         self.lm, self.retriever = lm, retriever
-        self.config = config or ReplugConfig()
-        config = self.config
+        self.config = config = config or ReplugConfig()
         tag = f"replug-nll|{lm.source}|{lm.dtype}|{lm.sink_token_id}|{config.lm_score}"
         self.nll = ExampleSignalStore("candidate NLL", tag, config, self._lm_pass)
 
