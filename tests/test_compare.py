@@ -91,6 +91,15 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
     (tmp_path / "copied.yaml").write_text(yaml.safe_dump(copied))
     assert main(["compare", "--config", str(tmp_path / "copied.yaml")]) == 0
     assert not (tmp_path / "nll").exists()  # nothing retrained
+    # A section only one objective reads refuses that objective's run and no other's.
+    copied["base"]["infonce"] = {"temperature": 0.1}
+    (tmp_path / "copied.yaml").write_text(yaml.safe_dump(copied))
+    capsys.readouterr()
+    assert main(["compare", "--config", str(tmp_path / "copied.yaml")]) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'copy' / 'tiny' / 'infonce'} holds a finished run" in error  # dream, replug, revela reused
+    assert "(1 key(s): infonce.temperature: 0.05 → 0.1)" in error
+    del copied["base"]["infonce"]
     copied["base"]["train"]["lr"] = 5e-4
     (tmp_path / "copied.yaml").write_text(yaml.safe_dump(copied))
     capsys.readouterr()

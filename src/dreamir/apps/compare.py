@@ -246,7 +246,9 @@ def check_trained_as_configured(run: RunConfig) -> None:
             "delete that folder to train it again"
         )
     saved = load_config(saved_path)  # validated, so settings added since then read as their defaults
-    changed = changed_settings(saved.model_dump(mode="json"), run.model_dump(mode="json"), REUSE_SAFE_KEYS)
+    read = get_objective(run.train.objective).sections_read()
+    unread = tuple(f"{name}." for name in OBJECTIVES if name not in read)  # e.g. dream_distill.* for an InfoNCE run
+    changed = changed_settings(saved.model_dump(mode="json"), run.model_dump(mode="json"), REUSE_SAFE_KEYS + unread)
     if "data.train" in changed and _same_content(Path(saved.data.train or ""), Path(run.data.train or "")):
         del changed["data.train"]
     if changed:

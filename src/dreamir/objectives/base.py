@@ -52,6 +52,13 @@ class Objective:
     needs_llm: ClassVar[bool] = True  # False: the trainer never loads the frozen LLM for it
     precomputes: ClassVar[bool] = False  # True: `precompute` computes something ahead of training
     uses_heads: ClassVar[bool] = False  # True: reads the run's `heads:` set (selected label-free when absent)
+    # Objective sections of the run config it reads besides its own (`<name>:`): the other objectives' sections
+    # do not change what it trains, so a finished run is reused across them.
+    also_reads: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def sections_read(cls) -> tuple[str, ...]:
+        return (cls.name, *cls.also_reads)
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> Objective:

@@ -68,6 +68,7 @@ class DreamDistillObjective(Objective):
     Config = DreamDistillConfig
     precomputes = True
     uses_heads = True
+    also_reads = ("dream", "infonce")  # DREAM's injection (mode, layout); InfoNCE's term (contrastive_weight)
 
     def __init__(
         self,
