@@ -114,6 +114,21 @@ def test_resume_refuses_changed_settings_and_names_them(tmp_path, tiny_llm_dir, 
     assert forced.train(resume=True, allow_config_change=True).steps == 4
 
 
+def test_resume_ignores_sections_of_objectives_the_run_does_not_read(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    """A DREAM run never reads `infonce:` or `replug:` (it does read `dream:`), so a comparison that changes
+    another objective's section can still resume its interrupted DREAM run, as it can reuse a finished one."""
+    from dreamir.trainer import Trainer
+
+    trainer, config = train_tiny(tmp_path, tiny_llm_dir, tiny_encoder_dir, steps=2)
+    assert config.train.objective == "dream"
+    trainer.train()
+    read = load_config(tmp_path / "run.yaml", {"dream.mode": "reweight", "train.max_steps": 3})
+    with pytest.raises(ValueError, match=r"1 key\(s\): dream.mode"):
+        Trainer(read, show_progress=False).train(resume=True)
+    unread = {"infonce.temperature": 0.5, "replug.lm_temperature": 3.0, "train.max_steps": 3}
+    assert Trainer(load_config(tmp_path / "run.yaml", unread), show_progress=False).train(resume=True).steps == 3
+
+
 def test_checkpoints_hold_only_weights_only_types(tmp_path, tiny_llm_dir, tiny_encoder_dir):
     trainer, _ = train_tiny(tmp_path, tiny_llm_dir, tiny_encoder_dir, steps=2)
     trainer.train()

@@ -3,7 +3,8 @@
 A checkpoint holds tensors and plain values only, so it loads with `torch.load(weights_only=True)`:
 a crafted file in a shared run folder cannot run code. An unreadable newest checkpoint (truncated by
 a crash, or foreign) is skipped with a warning and the newest intact one is used. A resumed run must
-have the settings its checkpoint was written with, except RESUME_SAFE_KEYS.
+have the settings its checkpoint was written with, except RESUME_SAFE_KEYS and the sections of
+objectives it does not read.
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ def describe_changes(changed: dict[str, tuple[object, object]], limit: int = 10)
     return "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in list(changed.items())[:limit])
 
 
-def check_resumed_config(saved: dict, current: dict, path: Path, allow_change: bool) -> None:
-    """Refuse to resume with settings that differ from the checkpoint's, except RESUME_SAFE_KEYS."""
-    changed = changed_settings(saved, current, RESUME_SAFE_KEYS)
+def check_resumed_config(
+    saved: dict, current: dict, path: Path, allow_change: bool, unread: tuple[str, ...] = ()
+) -> None:
+    """Refuse to resume with settings that differ from the checkpoint's, except RESUME_SAFE_KEYS and the
+    `unread` prefixes (the sections of objectives this run does not read)."""
+    changed = changed_settings(saved, current, RESUME_SAFE_KEYS + unread)
     if changed and not allow_change:
         details = describe_changes(changed)
         raise ValueError(

@@ -47,7 +47,7 @@ from dreamir.distributed import init_from_env
 from dreamir.files import atomic_open, atomic_write
 from dreamir.models.frozen_lm import FrozenLM, parse_dtype
 from dreamir.models.retriever import Retriever
-from dreamir.objectives import ObjectiveContext, get_objective
+from dreamir.objectives import ObjectiveContext, get_objective, unread_sections
 from dreamir.objectives.anchor import Anchor
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,13 @@ class Trainer:
         if loaded is None:
             return False
         path, state = loaded
-        check_resumed_config(state.get("config", {}), self.config.model_dump(), path, allow_config_change)
+        check_resumed_config(
+            state.get("config", {}),
+            self.config.model_dump(),
+            path,
+            allow_config_change,
+            unread_sections(self.config.train.objective),
+        )
         self.retriever.load_trainable_state(state["retriever"])
         with torch.no_grad():
             for name, value in state.get("objective", {}).items():

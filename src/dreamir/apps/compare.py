@@ -47,7 +47,7 @@ from dreamir.eval.evaluate import evaluate_model
 from dreamir.eval.report import grouped_bars
 from dreamir.eval.significance import paired_test, pooled
 from dreamir.files import atomic_write
-from dreamir.objectives import OBJECTIVES, get_objective
+from dreamir.objectives import OBJECTIVES, get_objective, unread_sections
 from dreamir.objectives.signal_store import SignalCacheConfig
 
 if TYPE_CHECKING:
@@ -246,8 +246,7 @@ def check_trained_as_configured(run: RunConfig) -> None:
             "delete that folder to train it again"
         )
     saved = load_config(saved_path)  # validated, so settings added since then read as their defaults
-    read = get_objective(run.train.objective).sections_read()
-    unread = tuple(f"{name}." for name in OBJECTIVES if name not in read)  # e.g. dream_distill.* for an InfoNCE run
+    unread = unread_sections(run.train.objective)
     changed = changed_settings(saved.model_dump(mode="json"), run.model_dump(mode="json"), REUSE_SAFE_KEYS + unread)
     if "data.train" in changed and _same_content(Path(saved.data.train or ""), Path(run.data.train or "")):
         del changed["data.train"]

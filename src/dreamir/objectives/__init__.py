@@ -32,4 +32,12 @@ def get_objective(name: str) -> type[Objective]:
     return OBJECTIVES[name]
 
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveContext", "ObjectiveOutput", "get_objective"]
+def unread_sections(name: str) -> tuple[str, ...]:
+    """The dotted prefixes of the objective sections a run of objective `name` never reads (e.g.
+    `dream_distill.` for an InfoNCE run): changing them cannot change what the run computed, so neither
+    reusing a finished run nor resuming an interrupted one compares them."""
+    read = get_objective(name).sections_read()
+    return tuple(f"{other}." for other in OBJECTIVES if other not in read)
+
+
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveContext", "ObjectiveOutput", "get_objective", "unread_sections"]
