@@ -19,10 +19,11 @@ import argparse
 from pathlib import Path
 
 from _results import read_result, run_main, write_result
-from dreamir.apps.compare import PER_QUERY, finished_result, finished_run, load_compare_config, training_data_path
+from dreamir.apps.compare import load_compare_config, training_data_path
+from dreamir.apps.compare.results import PER_QUERY, finished_result, finished_run
 from dreamir.config import parse_override
 from dreamir.data.training import load_examples
-from dreamir.eval.significance import paired_test, pooled
+from dreamir.evaluation.significance import paired_test, pooled
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from _results import write_result
-from dreamir.eval.index import DenseIndex
-from dreamir.eval.search import exact_topk
+from dreamir.retrieval.index import DenseIndex
+from dreamir.retrieval.search import exact_topk
 
 ROOT = Path(__file__).resolve().parents[1]
 

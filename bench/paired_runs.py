@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 from pathlib import Path
 
 from _results import run_main
-from dreamir.apps.compare import PER_QUERY
-from dreamir.eval.significance import paired_test, pooled
+from dreamir.apps.compare import run_result
+from dreamir.evaluation.significance import paired_test, pooled
 
 
 def group_scores(patterns: list[str]) -> tuple[dict[str, float], list[Path]]:
@@ -32,10 +31,10 @@ def group_scores(patterns: list[str]) -> tuple[dict[str, float], list[Path]]:
     for path in paths:
         if not path.is_file():
             raise SystemExit(f"error: {path}: no finished run here (result.json not found)")
-        result = json.loads(path.read_text())
-        if PER_QUERY not in result:
-            raise SystemExit(f"error: {path}: holds no per-query nDCG@10 ('{PER_QUERY}')")
-        per_run.append(result[PER_QUERY])
+        try:
+            per_run.append(run_result(path)["per_query"])
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
     return pooled(per_run), paths
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from _results import write_result
 from dreamir.data.beir import load_beir
-from dreamir.eval.encoder import exported_retriever
-from dreamir.eval.evaluate import evaluate_model
-from dreamir.eval.report import format_table
+from dreamir.evaluation.evaluate import evaluate_model
+from dreamir.evaluation.report import format_table
 from dreamir.models.retriever import Retriever
+from dreamir.retrieval.base import exported_retriever
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test oracle lives in tests/, not the package
 from tests.reference import reference_ndcg_bm25, reference_ndcg_st

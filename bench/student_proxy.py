@@ -16,7 +16,7 @@ benchmark is read.
 Per retriever: own-document pick rate (its top candidate) and the reciprocal rank of the best
 own-document candidate, over the examples with an own-document candidate and another one; each
 retriever after the first is compared with the first by the paired test over examples
-(`dreamir.eval.significance.paired_test`). Writes `--out` under `--key`.
+(`dreamir.evaluation.significance.paired_test`). Writes `--out` under `--key`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 from _results import read_result, run_main, write_result
 from dreamir.data.training import Example, load_examples
-from dreamir.eval.significance import paired_test
+from dreamir.evaluation.significance import paired_test
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import candidate_scores
 

@@ -31,7 +31,8 @@ from dreamir.heads import load_heads
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import candidate_scores
-from dreamir.objectives.dream_distill import DreamDistillObjective, standardised
+from dreamir.objectives.dream_distill import DreamDistillObjective
+from dreamir.objectives.teachers import standardised
 
 ROOT = Path(__file__).resolve().parents[1]
 JUDGE_TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -62,14 +63,14 @@ def main() -> None:
     signals = {}
     for name, exs in (("real", examples), ("shuffled", shuffled_targets(examples, run.data.shuffle_seed))):
         tokenized = tokenize_examples(exs, lm.tokenize, run.data.limits)
-        missing = sum(objective.cached_signal(t) is None for t in tokenized)
+        missing = sum(objective.judge.signal.cached(t) is None for t in tokenized)
         if missing and not args.compute_missing:
             raise SystemExit(
                 f"{missing} of {len(tokenized)} {name}-target examples have no judge signal in "
                 f"{run.dream_distill.signal_cache_dir}; run the dev study first or pass --compute-missing"
             )
         signals[name] = [
-            g for start in range(0, len(tokenized), 8) for g in objective.judge_signal(tokenized[start : start + 8])
+            g for start in range(0, len(tokenized), 8) for g in objective.judge.signal(tokenized[start : start + 8])
         ]
     start_scores = []
     with torch.no_grad():

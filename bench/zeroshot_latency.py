@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from _results import write_result
+from dreamir.retrieval.zeroshot.encoders import DiffRetriever, PromptReps
 from dreamir.testing import save_tiny_masked_lm
-from dreamir.zeroshot.encoders import DiffRetriever, PromptReps
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [

@@ -19,10 +19,10 @@ import torch
 
 from _results import write_result
 from dreamir.data.beir import load_beir
-from dreamir.eval.encoder import ModelSpec
-from dreamir.eval.metrics import evaluate_run
-from dreamir.eval.search import bm25_run, to_run
-from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, score_matrix
+from dreamir.evaluation.metrics import evaluate_run
+from dreamir.retrieval.base import ModelSpec
+from dreamir.retrieval.search import bm25_run, to_run
+from dreamir.retrieval.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever, score_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 
 from dreamir.data.beir import load_beir
 from dreamir.data.jsonl import DataError
-from dreamir.eval.index import DenseIndex
+from dreamir.retrieval.index import DenseIndex
 
 CORPUS = [
     {"_id": "d1", "title": "Scurvy", "text": "vitamin c deficiency causes scurvy"},
@@ -123,7 +123,7 @@ def test_index_backends_agree_with_exact_search(tmp_path, factory):
 
 
 def test_identical_ids_are_dropped_by_default(tmp_path):
-    from dreamir.eval.search import bm25_run
+    from dreamir.retrieval.search import bm25_run
 
     corpus = {"q1": "vitamin c deficiency causes scurvy", "d2": "scurvy causes and vitamin c", "d3": "heart"}
     run = bm25_run(corpus, {"q1": "vitamin c scurvy"}, k=2)
@@ -194,8 +194,8 @@ def test_eval_index_search_commands_and_cache(tmp_path, tiny_encoder_dir, monkey
 
 def test_mteb_wrapper_runs_a_local_beir_task_and_agrees_with_dreamir(tmp_path, tiny_encoder_dir, monkeypatch):
     mteb = pytest.importorskip("mteb")
-    from dreamir.eval.evaluate import evaluate_model
-    from dreamir.eval.mteb_wrapper import DreamirEncoder, local_beir_task
+    from dreamir.evaluation.evaluate import evaluate_model
+    from dreamir.evaluation.mteb_wrapper import DreamirEncoder, local_beir_task
 
     monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
     folder = make_beir(tmp_path / "beir")
@@ -204,3 +204,30 @@ def test_mteb_wrapper_runs_a_local_beir_task_and_agrees_with_dreamir(tmp_path, t
     ours = evaluate_model(str(tiny_encoder_dir), load_beir(folder, "test"), show_progress=False).metrics
     assert scores["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)
     assert scores["mrr_at_10"] == pytest.approx(ours["mrr@10"], abs=1e-4)
+
+
+def test_eval_index_and_search_load_dense_models_on_the_device_asked_for(tmp_path, tiny_encoder_dir, monkeypatch):
+    """`--device` reaches the dense encoder in eval, index and search (it used to reach zero-shot models only,
+    so `dreamir eval --device cuda` encoded dense models on the CPU). No GPU here: the load is recorded, then
+    done on the CPU."""
+    from dreamir.cli import main
+    from dreamir.models.retriever import Retriever
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    folder = make_beir(tmp_path / "beir")
+    devices = []
+    original = Retriever.load.__func__
+
+    def recording(cls, name, *args, device="cpu", **kwargs):
+        devices.append(device)
+        return original(cls, name, *args, **kwargs)
+
+    monkeypatch.setattr(Retriever, "load", classmethod(recording))
+    model = str(tiny_encoder_dir)
+    assert main(["eval", "--data", str(folder), "--model", model, "--model", "bm25", "--device", "cuda:3"]) == 0
+    assert (
+        main(["index", "--data", str(folder), "--model", model, "--out", str(tmp_path / "i"), "--device", "cuda:2"])
+        == 0
+    )
+    assert main(["search", "--index", str(tmp_path / "i"), "scurvy", "--device", "cuda:1"]) == 0
+    assert devices == ["cuda:3", "cuda:2", "cuda:1"]

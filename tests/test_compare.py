@@ -125,7 +125,7 @@ def test_compare_trains_every_objective_and_resumes(tmp_path, tiny_llm_dir, tiny
 
     # --report-only reports what is finished on the current scope and computes nothing.
     (out / "tiny" / "replug" / "result.json").unlink()
-    monkeypatch.setattr(compare, "evaluate_model", lambda *a, **k: pytest.fail("evaluated in report-only"))
+    monkeypatch.setattr(compare.run, "evaluate_model", lambda *a, **k: pytest.fail("evaluated in report-only"))
     assert main(["compare", "--config", str(path), "--report-only"]) == 0
     reported = json.loads((out / "compare.json").read_text())["adapt"]["tiny"]
     assert reported == {m: row for m, row in resampled.items() if m != "replug"}
@@ -181,7 +181,7 @@ def test_compare_config_errors_name_the_key(tmp_path, tiny_llm_dir, tiny_encoder
 
 
 def test_measured_on_names_methods_only_where_a_dataset_mixes_devices():
-    from dreamir.apps.compare import measured_on_text
+    from dreamir.apps.compare.report import measured_on_text
 
     gpu, cpu = {"device": "GPU X"}, {"device": "CPU (2 cores)"}
     results = {"a": {"dream": cpu, "bm25": cpu}, "b": {"dream": gpu, "replug": gpu, "bm25": cpu, "old": {}}}
@@ -261,7 +261,7 @@ def test_compare_precompute_stores_every_runs_judge_signal_then_the_comparison_m
     shuffled targets, once for every seed (a heads file makes the keys seed-independent), and trains nothing; the
     comparison then trains every run without the judge."""
     from dreamir.cli import main
-    from dreamir.objectives import dream_distill
+    from dreamir.objectives import teachers
 
     monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
     path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["dream_distill"])
@@ -281,7 +281,7 @@ def test_compare_precompute_stores_every_runs_judge_signal_then_the_comparison_m
     assert len(list((tmp_path / "signal").glob("*.pt"))) == 2 * examples
     assert not list((tmp_path / "cmp").rglob("result.json")) and not (tmp_path / "cmp" / "compare.json").exists()
 
-    monkeypatch.setattr(dream_distill, "weight_gradient", lambda *a, **k: pytest.fail("the judge ran again"))
+    monkeypatch.setattr(teachers, "weight_gradient", lambda *a, **k: pytest.fail("the judge ran again"))
     assert main(["compare", "--config", str(path)]) == 0
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["adapt"]["tiny"]
     assert {"dream_distill", "dream_distill-shuffled"} <= set(rows)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from dreamir.config import ConfigError, load_config, parse_override
-from dreamir.eval.metrics import evaluate_run
+from dreamir.evaluation.metrics import evaluate_run
 
 
 def test_defaults_follow_the_method_spec():
@@ -106,3 +106,44 @@ def test_set_dotted_reaches_into_lists_and_names_bad_keys():
         set_dotted(tree, "datasets.1.build.max_examples", 1)
     with pytest.raises(ConfigError, match="'lr' is not a section"):
         set_dotted(tree, "train.lr.x", 1)
+
+
+def test_command_line_flags_take_type_choices_and_default_from_the_schema():
+    """Every flag that sets a config key is generated from its pydantic field: the default shown is the schema's
+    (defaults live once: `dreamir heads --num-examples` used to say 64 where heads.detection_examples says 32),
+    an unset flag leaves the key to the config, and a given one reaches the config typed."""
+    from dreamir.cli import BUILD_FLAGS, HEADS_FLAGS, TRAIN_FLAGS, _config_from_args, build_parser, schema_field
+    from dreamir.config import RunConfig
+    from dreamir.data.text import BuildConfig
+    from dreamir.settings import HeadsConfig
+
+    parser = build_parser()
+    commands = {action.dest: action for action in parser._subparsers._group_actions}["command"].choices
+    generated = [("train", RunConfig, TRAIN_FLAGS), ("build-data", BuildConfig, BUILD_FLAGS)]
+    for command, model, flags in [*generated, ("heads", HeadsConfig, HEADS_FLAGS)]:
+        helps = {a.option_strings[0]: a for a in commands[command]._actions if a.option_strings}
+        for flag, key in flags.items():
+            default = schema_field(model, key).get_default(call_default_factory=True)
+            assert f"sets {key} (default: {default})" in helps[flag].help, (command, flag)
+            assert helps[flag].default is None
+    args = parser.parse_args(["train", "--data", "x.jsonl", "--max-steps", "7", "--objective", "dream_distill+infonce"])
+    config = _config_from_args(args)
+    assert config.train.max_steps == 7 and config.data.train == "x.jsonl"
+    assert config.train.objective == "dream_distill + infonce" and config.train.lr == RunConfig().train.lr
+
+
+def test_a_key_given_twice_in_a_config_is_refused_with_its_lines(tmp_path):
+    """yaml keeps the last of two equal keys, silently dropping the first `train:` section; both config readers
+    (runs and comparisons) refuse it, naming the file and both lines."""
+    from dreamir.apps.compare import load_compare_config
+    from dreamir.config import ConfigError, load_config
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  lr: 0.1\nseed: 1\ntrain:\n  max_steps: 3\n")
+    for read in (load_config, load_compare_config):
+        with pytest.raises(ConfigError, match=r"dup.yaml: .*key 'train' given twice \(lines 1 and 4\)"):
+            read(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("train:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' given twice \(lines 2 and 3\)"):
+        load_config(nested)

@@ -122,7 +122,8 @@ def test_self_supervised_examples_never_contain_their_own_chunk():
 
 
 def test_built_examples_keep_document_ids_through_a_file(tmp_path):
-    from dreamir.data.text import examples_to_rows, read_corpus
+    from dreamir.data.beir import read_corpus
+    from dreamir.data.text import examples_to_rows
 
     corpus = tmp_path / "corpus.jsonl"
     sentences = [" ".join(f"w{d}x{i}" for i in range(8)) + "." for d in range(6)]
@@ -141,7 +142,7 @@ def test_built_examples_keep_document_ids_through_a_file(tmp_path):
 
 
 def test_corpus_ids_must_be_unique(tmp_path):
-    from dreamir.data.text import read_corpus
+    from dreamir.data.beir import read_corpus
 
     corpus = write_lines(tmp_path / "c.jsonl", [json.dumps({"_id": "a", "text": "x"})] * 2)
     with pytest.raises(DataError, match="line 2: field '_id': duplicate document id 'a'"):

@@ -9,7 +9,7 @@ import torch
 
 from dreamir.data.training import Example, shuffled_targets, tokenize_examples
 from dreamir.models.lm_passes import target_nll, weight_gradient
-from dreamir.objectives.base import ObjectiveOutput, candidate_scores
+from dreamir.objectives.base import ScoredBatch, candidate_scores
 from dreamir.settings import TokenLimits
 
 from .conftest import ARCHS
@@ -67,12 +67,12 @@ def test_distill_target_is_the_judge_gradient_and_the_kl_gradient_matches_a_hand
     toks = tokenized(lm)
     objective = distill_objective(lm, retriever, judge_scale="raw", judge_temperature=0.01, temperature=0.1)
     online, _ = weight_gradient(lm, lm.pack(toks), SOME_HEADS, "bias")
-    for b, g in enumerate(objective.judge_signal(toks)):
+    for b, g in enumerate(objective.judge.signal(toks)):
         torch.testing.assert_close(g, online[b, : len(EXAMPLES[b].candidates)])
 
     scores = torch.randn(3, 3, requires_grad=True, generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([[True, True, True], [True, True, False], [True, True, True]])
-    log_p_judge = objective.judge_log_distribution(toks, mask)
+    log_p_judge = objective.judge(EXAMPLES, toks)
     p_judge = log_p_judge.exp()
     # the formula: P_J = softmax(−g / τ_J) over each example's candidates
     for b, ex in enumerate(EXAMPLES):
@@ -89,15 +89,15 @@ def test_distill_target_is_the_judge_gradient_and_the_kl_gradient_matches_a_hand
 
 
 def test_distill_trains_the_retriever_and_a_second_epoch_never_calls_the_judge(retriever, tmp_path, monkeypatch):
-    from dreamir.objectives import dream_distill
+    from dreamir.objectives import teachers
 
     lm = make_lm("llama")
     toks = tokenized(lm)
     calls = []
-    original = dream_distill.weight_gradient
-    monkeypatch.setattr(dream_distill, "weight_gradient", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = teachers.weight_gradient
+    monkeypatch.setattr(teachers, "weight_gradient", lambda *a, **k: calls.append(1) or original(*a, **k))
     objective = distill_objective(lm, retriever, tmp_path)
-    assert all(objective.cached_signal(t) is None for t in toks)
+    assert all(objective.judge.signal.cached(t) is None for t in toks)
     out = objective(EXAMPLES, toks)
     out.loss.backward()
     assert len(calls) == 1 and math.isfinite(out.loss.item())
@@ -105,20 +105,21 @@ def test_distill_trains_the_retriever_and_a_second_epoch_never_calls_the_judge(r
     objective(EXAMPLES, toks)  # second epoch, same objective
     fresh = distill_objective(lm, retriever, tmp_path)  # a resumed run or another seed: the disk store
     again = fresh(EXAMPLES, toks)
-    assert len(calls) == 1 and fresh.judge_calls == 0
-    assert all(fresh.cached_signal(t) is not None for t in toks)  # what the first run stored, read without a pass
+    assert len(calls) == 1 and fresh.judge.signal.calls == 0
+    assert all(fresh.judge.signal.cached(t) is not None for t in toks)  # what the first run stored, read without a pass
     assert again.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
 
 
 def test_kl_anchor_is_zero_at_the_start_and_matches_a_hand_computation(retriever):
-    from dreamir.objectives.anchor import Anchor
+    from dreamir.objectives.anchor import KLAnchor
+    from dreamir.objectives.combine import Sum
 
-    anchor = Anchor("kl", 2.0, 0.5, retriever)
+    anchor = Sum([(2.0, KLAnchor(retriever, 0.5))])  # train.anchor_weight 2: a weighted term of the run's sum
     scores, mask = candidate_scores(retriever, EXAMPLES)
-    start = anchor(retriever, EXAMPLES, ObjectiveOutput(torch.zeros(()), {}, scores, mask))
+    start = anchor(EXAMPLES, [], ScoredBatch.with_scores(retriever, EXAMPLES, scores, mask)).loss
     assert float(start.detach()) == pytest.approx(0.0, abs=1e-6)
     moved = scores + torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
-    value = anchor(retriever, EXAMPLES, ObjectiveOutput(torch.zeros(()), {}, moved, mask))
+    value = anchor(EXAMPLES, [], ScoredBatch.with_scores(retriever, EXAMPLES, moved, mask)).loss
     hand = 0.0
     for b, ex in enumerate(EXAMPLES):
         n = len(ex.candidates)
@@ -130,15 +131,15 @@ def test_kl_anchor_is_zero_at_the_start_and_matches_a_hand_computation(retriever
 
 
 def test_l2sp_anchor_measures_the_distance_from_the_start(retriever):
-    from dreamir.objectives.anchor import Anchor
+    from dreamir.objectives.anchor import L2SPAnchor
+    from dreamir.objectives.combine import Sum
 
-    anchor = Anchor("l2sp", 0.5, 0.05, retriever)
-    out = ObjectiveOutput(torch.zeros(()), {})
-    assert float(anchor(retriever, EXAMPLES[:1], out)) == 0.0
+    anchor = Sum([(0.5, L2SPAnchor(retriever))])
+    assert float(anchor(EXAMPLES[:1], []).loss) == 0.0
     first = next(p for p in retriever.parameters() if p.requires_grad)
     with torch.no_grad():
         first.add_(0.1)
-    assert float(anchor(retriever, EXAMPLES[:1], out)) == pytest.approx(0.5 * 0.01 * first.numel(), rel=1e-3)
+    assert float(anchor(EXAMPLES[:1], []).loss) == pytest.approx(0.5 * 0.01 * first.numel(), rel=1e-3)
 
 
 def test_shuffled_targets_keep_queries_and_candidates_and_move_every_target():
@@ -182,7 +183,8 @@ def test_trainer_with_distill_and_anchor_runs_from_config(tmp_path, tiny_llm_dir
     )
     result = Trainer(config, show_progress=False).train()
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert result.steps == 3 and all("anchor" in row and math.isfinite(row["loss"]) for row in log)
+    assert result.steps == 3 and all("loss_anchor" in row and math.isfinite(row["loss"]) for row in log)
+    assert all(row["loss"] == pytest.approx(row["loss_dream_distill"] + row["loss_anchor"]) for row in log)
     assert (tmp_path / "run" / "retriever" / "modules.json").exists()
 
 
@@ -209,9 +211,10 @@ def test_shuffling_targets_for_the_llm_only_keeps_the_retrievers_targets_real(tm
     assert [t.target for t in judge_only.tokenized] == [t.target for t in control.tokenized]
 
 
-def test_distill_contrastive_weight_adds_that_many_infonce_losses_of_the_same_batch(retriever):
-    """contrastive_weight α: loss = KL(P_J ‖ P_R) + α · InfoNCE, each term as its own objective computes it,
-    and both terms reach the retriever's weights."""
+def test_a_weighted_sum_adds_that_many_infonce_losses_of_the_same_batch(retriever):
+    """dream_distill + 0.7 * infonce: loss = KL(P_J ‖ P_R) + 0.7 · InfoNCE, each term as its own objective
+    computes it, and both terms reach the retriever's weights."""
+    from dreamir.objectives.combine import Sum
     from dreamir.objectives.infonce import InfoNCEConfig, InfoNCEObjective
 
     lm = make_lm("qwen2")
@@ -219,12 +222,11 @@ def test_distill_contrastive_weight_adds_that_many_infonce_losses_of_the_same_ba
     contrastive = InfoNCEConfig(temperature=0.1)
     plain = distill_objective(lm, retriever)(EXAMPLES, toks)
     infonce = InfoNCEObjective(retriever, contrastive)(EXAMPLES, toks)
-    both = distill_objective(lm, retriever, contrastive_weight=0.7)
-    both.contrastive = contrastive
+    both = Sum([(1.0, distill_objective(lm, retriever)), (0.7, InfoNCEObjective(retriever, contrastive))])
     out = both(EXAMPLES, toks)
     torch.testing.assert_close(out.loss, plain.loss + 0.7 * infonce.loss, rtol=1e-5, atol=1e-6)
-    assert out.metrics["kl"] == pytest.approx(plain.metrics["loss"], rel=1e-5)
-    assert out.metrics["contrastive"] == pytest.approx(infonce.metrics["loss"], rel=1e-5)
+    assert out.metrics["loss_dream_distill"] == pytest.approx(plain.metrics["loss"], rel=1e-5)
+    assert out.metrics["loss_infonce"] == pytest.approx(0.7 * infonce.metrics["loss"], rel=1e-5)
     retriever.zero_grad()
     out.loss.backward()
     with_both = [p.grad.clone() for p in retriever.parameters() if p.grad is not None]
@@ -240,7 +242,7 @@ def test_precompute_stores_the_judge_signal_and_training_then_makes_no_judge_pas
     """`dreamir train --precompute` (e.g. on a GPU) fills the signal cache; a run with the same judge, heads
     and examples then trains without the judge; objectives with nothing to precompute say so."""
     from dreamir.cli import main
-    from dreamir.objectives import dream_distill
+    from dreamir.objectives import teachers
 
     from .test_trainer import write_train_data
 
@@ -261,7 +263,7 @@ def test_precompute_stores_the_judge_signal_and_training_then_makes_no_judge_pas
     assert "0 examples computed, 7 already stored" in capsys.readouterr().out
 
     heads = str(tmp_path / "gpu" / "heads.json")  # the head set the signal was computed with
-    monkeypatch.setattr(dream_distill, "weight_gradient", lambda *a, **k: pytest.fail("the judge ran again"))
+    monkeypatch.setattr(teachers, "weight_gradient", lambda *a, **k: pytest.fail("the judge ran again"))
     assert main(["train", "--run-dir", str(tmp_path / "cpu"), *args, "--heads", heads]) == 0
     assert (tmp_path / "cpu" / "retriever" / "modules.json").exists()
 
@@ -275,7 +277,7 @@ def test_tokenized_examples_for_distill_keys_differ_by_target():
     objective = distill_objective(lm, None)
     a = tokenize_examples(EXAMPLES[:1], lm.tokenize, TokenLimits())[0]
     b = tokenize_examples(shuffled_targets(EXAMPLES)[:1], lm.tokenize, TokenLimits())[0]
-    assert objective.signal.key(a) != objective.signal.key(b)
+    assert objective.judge.signal.key(a) != objective.judge.signal.key(b)
 
 
 def test_ema_exports_the_moving_average_of_the_weights(tmp_path, tiny_llm_dir, tiny_encoder_dir):
@@ -316,18 +318,17 @@ def test_judge_and_start_teacher_is_the_renormalised_product_and_keeps_the_start
     lm = make_lm("qwen2")
     toks = tokenized(lm)
     objective = distill_objective(lm, retriever, teacher="judge_and_start", temperature=0.1, judge_temperature=0.3)
-    _, mask = candidate_scores(retriever, EXAMPLES)
     with torch.no_grad():
         start_scores, _ = candidate_scores(retriever, EXAMPLES)
-    log_p_judge = objective.judge_log_distribution(toks, mask)
+    log_p_judge = objective.judge(EXAMPLES, toks)
     with torch.no_grad():  # training moves the retriever; the teacher's start must not move with it
         for p in retriever.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    p_teacher = objective.teacher_log_distribution(EXAMPLES, toks, mask).exp()
+    p_teacher = objective.teacher(EXAMPLES, toks).exp()
     for b, ex in enumerate(EXAMPLES):
         n = len(ex.candidates)
         product = torch.softmax(start_scores[b, :n] / 0.1, -1) * log_p_judge[b, :n].exp()
         torch.testing.assert_close(p_teacher[b, :n], product / product.sum(), rtol=1e-5, atol=1e-7)
         assert p_teacher[b, n:].sum() == 0
     plain = distill_objective(lm, retriever, temperature=0.1, judge_temperature=0.3)
-    torch.testing.assert_close(plain.teacher_log_distribution(EXAMPLES, toks, mask), log_p_judge)
+    torch.testing.assert_close(plain.teacher(EXAMPLES, toks), log_p_judge)

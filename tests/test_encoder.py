@@ -1,18 +1,19 @@
-"""One resolver from a model argument to an encoder (eval/encoder.py), used by eval, index, search and mteb."""
+"""One resolver from a model argument to an encoder (retrieval/encoder.py), used by eval, index, search and mteb."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dreamir.eval.encoder import BM25Encoder, DenseEncoder, ModelSpec, exported_retriever, load_encoder
 from dreamir.models.retriever import Retriever
+from dreamir.retrieval.base import ModelSpec, exported_retriever
+from dreamir.retrieval.encoder import BM25Encoder, DenseEncoder, load_encoder
 from tests.test_beir_and_eval import CORPUS, QUERIES, make_beir
 
 
 def test_specs_are_read_in_one_place(tmp_path, tiny_encoder_dir):
-    from dreamir.eval.encoder import ZERO_SHOT_METHODS
-    from dreamir.zeroshot.retrieval import METHODS
+    from dreamir.retrieval.base import ZERO_SHOT_METHODS
+    from dreamir.retrieval.zeroshot.retrieval import METHODS
 
     assert tuple(METHODS) == ZERO_SHOT_METHODS  # the spec reader knows every zero-shot method
     assert ModelSpec.parse("bm25").kind == ModelSpec.parse("BM25").kind == "bm25"

@@ -23,7 +23,8 @@ def smollm2():
 
 @pytest.fixture(scope="module")
 def slice_examples():
-    from dreamir.data.text import BuildConfig, build_self_supervised, read_corpus
+    from dreamir.data.beir import read_corpus
+    from dreamir.data.text import BuildConfig, build_self_supervised
 
     folder = require_beir("scifact")
     texts = list(read_corpus(folder / "corpus.jsonl").values())[:200]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dreamir.data.training import Example, tokenize_examples
 from dreamir.models.injection import InBatchAttention
-from dreamir.objectives.base import candidate_scores
+from dreamir.objectives.base import candidate_scores, trainable_parameters
 from dreamir.settings import TokenLimits
 
 from .test_injection import make_lm
@@ -50,8 +50,8 @@ def test_replug_lm_scores_and_loss_match_a_hand_computation(retriever):
 
     lm = make_lm("llama")
     toks = tokenized(lm)
-    objective = ReplugObjective(lm, retriever, ReplugConfig(lm_temperature=0.1, retriever_temperature=0.1))
-    nll = objective.candidate_nll(toks)
+    objective = ReplugObjective(lm, retriever, ReplugConfig(lm_temperature=0.1, temperature=0.1))
+    nll = objective.teacher.nll(toks)
     sink = [lm.sink_token_id]
     for ex, values in zip(toks, nll, strict=True):
         hand = [plain_target_nll(lm, sink + doc + ex.query, ex.target) for doc in ex.docs]
@@ -80,9 +80,9 @@ def test_replug_computes_lm_scores_once_per_example(retriever, monkeypatch):
     original = lm_passes.target_nll
     monkeypatch.setattr(lm_passes, "target_nll", lambda *a, **k: calls.append(1) or original(*a, **k))
     objective = ReplugObjective(lm, retriever)
-    first = objective.candidate_nll(tokenized(lm))
+    first = objective.teacher.nll(tokenized(lm))
     runs = len(calls)
-    again = objective.candidate_nll(tokenized(lm))
+    again = objective.teacher.nll(tokenized(lm))
     assert runs > 0 and len(calls) == runs
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
@@ -100,16 +100,17 @@ def test_replug_keeps_lm_scores_on_disk_for_later_runs_and_precomputes_them(tmp_
     assert line.startswith("candidate NLL: 2 examples computed, 0 already stored")
     assert len(list((tmp_path / "nll").glob("*.pt"))) == 2
 
-    first = ReplugObjective(lm, retriever, config).candidate_nll(toks)  # computes the third example only
+    first = ReplugObjective(lm, retriever, config).teacher.nll(toks)  # computes the third example only
     calls = []
     original = lm_passes.target_nll
     monkeypatch.setattr(lm_passes, "target_nll", lambda *a, **k: calls.append(1) or original(*a, **k))
     later = ReplugObjective(lm, retriever, config)
-    again = later.candidate_nll(toks)
-    assert calls == [] and later.nll.calls == 0
+    again = later.teacher.nll(toks)
+    assert calls == [] and later.teacher.nll.calls == 0
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     summed = ReplugObjective(lm, retriever, ReplugConfig(signal_cache_dir=str(tmp_path / "nll"), lm_score="sum"))
-    assert summed.nll.key(toks[0]) != later.nll.key(toks[0]) and summed.nll.cached(toks[0]) is None
+    assert summed.teacher.nll.key(toks[0]) != later.teacher.nll.key(toks[0])
+    assert summed.teacher.nll.cached(toks[0]) is None
 
 
 def test_infonce_loss_matches_a_hand_computation(retriever):
@@ -239,7 +240,7 @@ def test_revela_trains_the_retriever_and_optionally_lm_lora(retriever):
         out.loss.backward()
         losses[train_lm] = float(out.loss.detach())
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in retriever.parameters())
-        extra = objective.extra_parameters()
+        extra = trainable_parameters(objective)  # the LM's LoRA adapters: parameters of the loss
         assert bool(extra) == train_lm
         if train_lm:  # LoRA's B starts at 0, so the loss is unchanged and A gets no gradient yet; B does
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in extra.items() if "lora_B" in n)
@@ -256,7 +257,7 @@ def test_learnable_temperature_has_its_own_rate_and_resumes(objective, tmp_path,
 
     base = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "fixed", steps=3)
     fixed = Trainer(load_config(base, {"train.objective": objective}), show_progress=False)
-    assert fixed.extra_params == {} and len(fixed.optimizer.param_groups) == 1
+    assert fixed.objective_params == {} and len(fixed.optimizer.param_groups) == 1
     overrides = {
         "run_dir": str(tmp_path / "learn"),
         "train.objective": objective,
@@ -264,7 +265,7 @@ def test_learnable_temperature_has_its_own_rate_and_resumes(objective, tmp_path,
         f"{objective}.temperature_lr": 0.05,
     }
     trainer = Trainer(load_config(base, overrides), show_progress=False)
-    log_tau = trainer.extra_params["log_temperature"]
+    log_tau = trainer.objective_params["temperature.log_value"]
     assert float(log_tau.detach().exp()) == pytest.approx(0.05)
     group = trainer.optimizer.param_groups[1]
     assert group["params"] == [log_tau] and group["weight_decay"] == 0.0 and group["initial_lr"] == 0.05
@@ -276,4 +277,4 @@ def test_learnable_temperature_has_its_own_rate_and_resumes(objective, tmp_path,
     assert logged[0]["tau"] == pytest.approx(0.05) and logged[-1]["tau"] != pytest.approx(0.05, rel=1e-3)
     resumed = Trainer(load_config(base, overrides), show_progress=False)
     resumed.resume()
-    assert float(resumed.extra_params["log_temperature"].detach().exp()) == pytest.approx(tau)
+    assert float(resumed.objective_params["temperature.log_value"].detach().exp()) == pytest.approx(tau)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from dreamir.data.beir import load_beir
-from dreamir.eval.evaluate import evaluate_model
+from dreamir.evaluation.evaluate import evaluate_model
 from dreamir.models.retriever import Retriever
 
 from .conftest import require_alias, require_beir

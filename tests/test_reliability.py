@@ -138,8 +138,8 @@ def test_checkpoints_hold_only_weights_only_types(tmp_path, tiny_llm_dir, tiny_e
 
 # the malformed-input generator, over every JSONL loader ---------------------------------------------
 def _loaders():
-    from dreamir.data.beir import load_corpus, load_queries
-    from dreamir.data.text import read_corpus, read_qa_pairs
+    from dreamir.data.beir import load_corpus, load_queries, read_corpus
+    from dreamir.data.text import read_qa_pairs
     from dreamir.data.training import DataStats, load_examples
 
     corpus_rows = [{"_id": "d1", "title": "T", "text": "one"}, {"_id": "d2", "title": "", "text": "two"}]
@@ -318,7 +318,7 @@ def test_sigkill_at_every_file_operation_of_index_leaves_the_old_or_the_new_inde
 def test_an_index_mixed_from_two_saves_or_searched_with_another_model_is_refused(tmp_path, tiny_encoder_dir):
     import shutil
 
-    from dreamir.eval.indexing import search_index
+    from dreamir.retrieval.indexing import search_index
 
     from .test_beir_and_eval import make_beir
 
@@ -345,8 +345,8 @@ def test_an_index_mixed_from_two_saves_or_searched_with_another_model_is_refused
 def test_a_damaged_embedding_cache_entry_is_named_dropped_and_reencoded(tmp_path, tiny_encoder_dir, capsys):
     import numpy as np
 
-    from dreamir.eval.cache import encode_cached
     from dreamir.models.retriever import Retriever
+    from dreamir.retrieval.cache import encode_cached
 
     retriever = Retriever.load(str(tiny_encoder_dir))
     texts = ["vitamin c", "the heart", "brain energy", "gene study"]

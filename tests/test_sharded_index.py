@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from dreamir.eval.index import DenseIndex
-from dreamir.eval.indexing import Shard
+from dreamir.retrieval.index import DenseIndex
+from dreamir.retrieval.indexing import Shard
 
 from .test_beir_and_eval import make_beir
 
@@ -58,7 +58,7 @@ def test_parts_from_separate_commands_merge_into_the_whole_index(tmp_path, tiny_
 
 @pytest.mark.slow
 def test_torchrun_ranks_encode_shards_and_rank0_merges(tmp_path, tiny_encoder_dir, corpus_folder):
-    from dreamir.eval.indexing import build_index
+    from dreamir.retrieval.indexing import build_index
 
     whole = build_index(corpus_folder, str(tiny_encoder_dir), tmp_path / "whole", show_progress=False)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dreamir.zeroshot.sparse import QUANTISATION, hybrid_scores, min_max
+from dreamir.retrieval.zeroshot.sparse import QUANTISATION, hybrid_scores, min_max
 
 TEXTS = ["what causes scurvy in the human", "the heart and blood cells", "brain energy study of mice"]
 
@@ -23,14 +23,14 @@ def masked_lm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def diff(masked_lm_dir):
-    from dreamir.zeroshot.encoders import DiffRetriever
+    from dreamir.retrieval.zeroshot.encoders import DiffRetriever
 
     return DiffRetriever(str(masked_lm_dir), words=3)
 
 
 @pytest.fixture(scope="module")
 def promptreps(tiny_llm_dir):
-    from dreamir.zeroshot.encoders import PromptReps
+    from dreamir.retrieval.zeroshot.encoders import PromptReps
 
     return PromptReps(str(tiny_llm_dir))
 
@@ -51,7 +51,7 @@ def test_diffretriever_reads_the_k_mask_positions(diff):
 
 
 def test_sparse_weights_only_on_the_texts_own_words(diff, promptreps):
-    from dreamir.zeroshot.sparse import stop_words
+    from dreamir.retrieval.zeroshot.sparse import stop_words
 
     for encoder in (diff, promptreps):
         reps = encoder.encode(TEXTS, "document")
@@ -70,7 +70,7 @@ def test_sparse_weights_only_on_the_texts_own_words(diff, promptreps):
 
 
 def test_maxsim_equals_a_hand_computation():
-    from dreamir.zeroshot.retrieval import maxsim
+    from dreamir.retrieval.zeroshot.retrieval import maxsim
 
     rng = np.random.default_rng(0)
     q, d = rng.normal(size=(2, 3, 5)), rng.normal(size=(4, 2, 5))
@@ -116,7 +116,7 @@ def test_promptreps_uses_the_chat_template_when_there_is_one(promptreps, monkeyp
 
 
 def test_promptreps_several_words_decode_sequentially(tiny_llm_dir, promptreps):
-    from dreamir.zeroshot.encoders import PromptReps
+    from dreamir.retrieval.zeroshot.encoders import PromptReps
 
     three = PromptReps(str(tiny_llm_dir), words=3)
     states, _ = three._batch([three.prompt(t, "query") for t in TEXTS])
@@ -126,7 +126,7 @@ def test_promptreps_several_words_decode_sequentially(tiny_llm_dir, promptreps):
 
 
 def test_adapters_refuse_remote_code_unless_allowed():
-    from dreamir.zeroshot.encoders import MASKED_LM, adapter_for
+    from dreamir.retrieval.zeroshot.encoders import MASKED_LM, adapter_for
 
     assert adapter_for("Dream").name == "Dream" and adapter_for("llada").name == "LLaDA"
     assert adapter_for("bert") is MASKED_LM
@@ -142,7 +142,7 @@ def test_adapters_refuse_remote_code_unless_allowed():
 
 
 def test_dream_adapter_shifts_logits_to_the_predicted_position():
-    from dreamir.zeroshot.encoders import adapter_for
+    from dreamir.retrieval.zeroshot.encoders import adapter_for
 
     class Out:
         def __init__(self, ids):

@@ -31,7 +31,7 @@ _EXPORTS = {
     "load_examples": "dreamir.data.training",
     "build_self_supervised": "dreamir.data.text",
     "load_beir": "dreamir.data.beir",
-    "evaluate_model": "dreamir.eval.evaluate",
+    "evaluate_model": "dreamir.evaluation.evaluate",
     "run_quickstart": "dreamir.apps.quickstart",
 }
 

@@ -18,6 +18,12 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+from dreamir.files import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +162,6 @@ def alias_available(alias: str) -> bool:
     return ALIASES[alias].local_path() is not None
 
 
-def cache_dir() -> Path:
-    """Folder for dreamir's own caches (de-quantised GGUF copies, embeddings)."""
-    root = os.environ.get("DREAMIR_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dreamir"
-    )
-    return Path(root)
-
-
 def portable_name(source: ModelSource) -> str:
     """The model's name as caches and records key it: a copy inside dreamir's cache is named by its place
     there ("dreamir-cache/gguf-plain/<name>-<content key>"), not by where the cache lives, so a judge
@@ -246,3 +244,22 @@ def dequantised_copy(source: ModelSource) -> ModelSource:
         if not (target / "config.json").exists():  # lost a race with another process: fine
             raise
     return ModelSource(str(target))
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    """ "fp32"/"bf16"/"fp16" (or a torch dtype) → the torch dtype."""
+    import torch
+
+    if isinstance(name, torch.dtype):
+        return name
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
+    if name not in table:
+        raise ValueError(f"unknown dtype '{name}'; use one of {sorted(table)}")
+    return table[name]

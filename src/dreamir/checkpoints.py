@@ -3,8 +3,8 @@
 A checkpoint holds tensors and plain values only, so it loads with `torch.load(weights_only=True)`:
 a crafted file in a shared run folder cannot run code. An unreadable newest checkpoint (truncated by
 a crash, or foreign) is skipped with a warning and the newest intact one is used. A resumed run must
-have the settings its checkpoint was written with, except RESUME_SAFE_KEYS and the sections of
-objectives it does not read.
+have the settings its checkpoint was written with, except the fields its schema tags `no_effect` or
+`resumable` (settings.py) and the sections of objectives it does not read.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
-
-
-# Settings a resumed run may change: they do not alter what the finished steps computed.
-RESUME_SAFE_KEYS = ("run_dir", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "device")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -49,11 +45,11 @@ def describe_changes(changed: dict[str, tuple[object, object]], limit: int = 10)
 
 
 def check_resumed_config(
-    saved: dict, current: dict, path: Path, allow_change: bool, unread: tuple[str, ...] = ()
+    saved: dict, current: dict, path: Path, allow_change: bool, safe_keys: tuple[str, ...] = ()
 ) -> None:
-    """Refuse to resume with settings that differ from the checkpoint's, except RESUME_SAFE_KEYS and the
-    `unread` prefixes (the sections of objectives this run does not read)."""
-    changed = changed_settings(saved, current, RESUME_SAFE_KEYS + unread)
+    """Refuse to resume with settings that differ from the checkpoint's, except `safe_keys` (dotted prefixes: the
+    settings a resume may change, and the sections of objectives this run does not read)."""
+    changed = changed_settings(saved, current, safe_keys)
     if changed and not allow_change:
         details = describe_changes(changed)
         raise ValueError(

@@ -6,40 +6,120 @@ import argparse
 import logging
 import os
 import sys
+import types
+import typing
+from typing import Any
 
-from dreamir.config import ConfigError, load_config, parse_override
+from pydantic import BaseModel
+
+from dreamir.config import ConfigError, RunConfig, load_config, parse_override, set_dotted
 from dreamir.data.jsonl import DataError
+from dreamir.data.text import BuildConfig
+from dreamir.files import refuse_output_over_inputs
 from dreamir.objectives import OBJECTIVES
+from dreamir.settings import HeadsConfig
+
+# ---------------------------------------------------------------- flags generated from the config schema
+# A flag that sets a config key gets its type, choices and default from the pydantic field, so a default lives
+# in the schema only. Flag → dotted key, per command:
+TRAIN_FLAGS = {
+    "--run-dir": "run_dir",
+    "--llm": "llm.name",
+    "--retriever": "retriever.name",
+    "--data": "data.train",
+    "--heads": "heads.file",
+    "--objective": "train.objective",
+    "--max-steps": "train.max_steps",
+    "--device": "device",
+    "--dtype": "dtype",
+    "--seed": "seed",
+    "--document-cache-mb": "dream.document_cache_mb",
+    "--document-cache-dir": "dream.document_cache_dir",
+}
+BUILD_FLAGS = {
+    "--recipe": "recipe",
+    "--target-words": "target_words",
+    "--candidates": "candidates",
+    "--chunk-words": "chunk_words",
+    "--max-examples": "max_examples",
+    "--seed": "seed",
+    "--question-llm": "questions.llm",
+    "--questions-cache": "questions.cache",
+    "--question-batch-size": "questions.batch_size",
+    "--device": "questions.device",
+}
+HEADS_FLAGS = {"--num-examples": "detection_examples", "--k": "count", "--method": "scoring"}
+
+
+def schema_field(model: type[BaseModel], key: str):
+    """The pydantic field of a dotted key."""
+    *sections, name = key.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation  # type: ignore[assignment]
+    return model.model_fields[name]
+
+
+def _flag_type(annotation: Any) -> tuple[Any, list[str] | None]:
+    """argparse type and choices for a field's annotation (None dropped; int | "all" read as text)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _flag_type(args[0]) if len(args) == 1 else (str, None)
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(args[0]), [str(a) for a in args]
+    return annotation, None
+
+
+def add_schema_flags(parser: argparse.ArgumentParser, model: type[BaseModel], flags: dict[str, str], **helps: str):
+    """One flag per key, typed and documented from the schema; left unset it leaves the key to the config
+    file or the schema's default (shown in --help)."""
+    for flag, key in flags.items():
+        field = schema_field(model, key)
+        kind, choices = _flag_type(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        text = helps.get(flag.lstrip("-").replace("-", "_"), "")
+        help_text = f"{text + '; ' if text else ''}sets {key} (default: {default})"
+        kwargs: dict[str, Any] = {"help": help_text, "default": None}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=_positive_int if kind is int and _must_be_positive(field) else kind, choices=choices)
+        parser.add_argument(flag, **kwargs)
+
+
+def _must_be_positive(field) -> bool:
+    return any(getattr(m, "gt", None) == 0 for m in field.metadata)
+
+
+def schema_values(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    """{dotted key: value} of the schema flags given on the command line."""
+    given = {key: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, key in flags.items()}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def nested(values: dict[str, Any]) -> dict:
+    tree: dict = {}
+    for key, value in values.items():
+        set_dotted(tree, key, value)
+    return tree
 
 
 def _cmd_build_data(args: argparse.Namespace) -> None:
+    from dreamir.data.beir import read_corpus
     from dreamir.data.jsonl import write_jsonl_atomic
-    from dreamir.data.questions import QuestionConfig
     from dreamir.data.text import (
-        BuildConfig,
         build_from_qa,
         build_self_supervised,
         examples_to_rows,
-        read_corpus,
         read_qa_pairs,
         resolve_corpus_path,
     )
     from dreamir.data.training import DataStats
 
+    refuse_output_over_inputs(args.out, args.corpus, args.qa, args.questions_cache)
     stats = DataStats()
     titles: dict[str, str] = {}
     documents = read_corpus(resolve_corpus_path(args.corpus), stats, titles)
-    settings = BuildConfig(
-        recipe=args.recipe,
-        target_words=args.target_words,
-        candidates=args.candidates,
-        chunk_words=args.chunk_words,
-        max_examples=args.max_examples,
-        seed=args.seed,
-        questions=QuestionConfig(
-            llm=args.question_llm, device=args.device, cache=args.questions_cache, batch_size=args.question_batch_size
-        ),
-    )
+    settings = BuildConfig.model_validate(nested(schema_values(args, BUILD_FLAGS)))
     if args.qa:
         examples = build_from_qa(read_qa_pairs(args.qa, stats), documents, settings, stats)
     else:
@@ -49,28 +129,32 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
 
 
 def _cmd_heads(args: argparse.Namespace) -> None:
-    from dreamir.data.text import read_corpus, resolve_corpus_path
+    from dreamir.data.beir import read_corpus
+    from dreamir.data.text import resolve_corpus_path
     from dreamir.data.training import load_examples
-    from dreamir.heads import detection_examples_from_texts, examples_from_qrels, score_heads
+    from dreamir.heads import detection_examples_from_texts, examples_from_qrels, head_count, score_heads
     from dreamir.models.frozen_lm import FrozenLM
     from dreamir.settings import TokenLimits
 
+    refuse_output_over_inputs(args.out, args.data, args.beir)
+    heads = HeadsConfig.model_validate(schema_values(args, HEADS_FLAGS))  # its defaults where no flag is given
+    n = heads.detection_examples
+    if not (args.beir or args.data):
+        raise SystemExit("dreamir heads: give --data (a corpus JSONL or detection JSONL) or --beir DIR")
     lm = FrozenLM.load(args.llm, device=args.device, dtype=args.dtype)
     if args.beir:
-        examples = examples_from_qrels(args.beir, args.split, args.num_examples, args.candidates, args.seed)
-    elif args.data is None:
-        raise SystemExit("dreamir heads: give --data (a corpus JSONL or detection JSONL) or --beir DIR")
+        examples = examples_from_qrels(args.beir, args.split, n, args.candidates, args.seed)
     elif _looks_like_training_jsonl(args.data):
-        examples = load_examples(args.data)[: args.num_examples]
+        examples = load_examples(args.data)[:n]
     else:
         texts = list(read_corpus(resolve_corpus_path(args.data)).values())
-        examples = detection_examples_from_texts(texts, args.num_examples, args.candidates, seed=args.seed)
-    ranking = score_heads(lm, examples, args.method, TokenLimits(), batch_size=args.batch_size)
-    k = lm.num_layers * lm.num_heads if args.k == "all" else int(args.k)
+        examples = detection_examples_from_texts(texts, n, args.candidates, seed=args.seed)
+    ranking = score_heads(lm, examples, heads.scoring, TokenLimits(), batch_size=args.batch_size)
+    k = head_count(heads, lm)
     path = ranking.save(args.out, k)
     top = ", ".join(f"L{layer}H{h}" for layer, h in ranking.top(min(k, 8)))
     print(
-        f"scored {lm.num_layers}×{lm.num_heads} heads on {len(examples)} examples ({args.method}); "
+        f"scored {lm.num_layers}×{lm.num_heads} heads on {len(examples)} examples ({heads.scoring}); "
         f"top: {top}\nwrote {path} and {path.with_suffix('.png')}"
     )
 
@@ -85,22 +169,9 @@ def _looks_like_training_jsonl(path: str) -> bool:
 
 def _config_from_args(args: argparse.Namespace):
     overrides = dict(parse_override(item) for item in args.set or [])
-    shortcuts = {
-        "run_dir": args.run_dir,
-        "llm.name": args.llm,
-        "retriever.name": args.retriever,
-        "data.train": args.data,
-        "heads.file": args.heads,
-        "train.max_steps": args.max_steps,
-        "device": args.device,
-        "dtype": args.dtype,
-        "seed": args.seed,
-        "dream.reference_step": True if args.reference_step else None,
-        "dream.document_cache_mb": args.document_cache_mb,
-        "dream.document_cache_dir": args.document_cache_dir,
-        "train.objective": args.objective,
-    }
-    overrides.update({k: v for k, v in shortcuts.items() if v is not None})
+    overrides.update(schema_values(args, TRAIN_FLAGS))
+    if args.reference_step:
+        overrides["dream.reference_step"] = True
     return load_config(args.config, overrides)
 
 
@@ -187,15 +258,21 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from dreamir.data.beir import load_beir, sample_corpus
-    from dreamir.eval.encoder import ModelSpec
-    from dreamir.eval.evaluate import evaluate_model
-    from dreamir.eval.report import format_paired_tests, format_table, write_report
-    from dreamir.zeroshot.retrieval import ZeroShotOptions
+    from dreamir.evaluation.evaluate import evaluate_model
+    from dreamir.evaluation.report import format_paired_tests, format_table, write_report
+    from dreamir.retrieval.base import ModelSpec
+    from dreamir.retrieval.zeroshot.retrieval import ZeroShotOptions
 
-    # Fail before loading data or encoding anything: the output must be a folder, every model must exist.
+    # Fail before loading data or encoding anything: the output must be a new or report folder and not an input,
+    # every model must exist, no model twice (its rows would be written twice under one name).
+    if args.out:
+        refuse_output_over_inputs(args.out, args.data, *args.model)
+    if len(set(args.model)) < len(args.model):
+        twice = sorted({m for m in args.model if args.model.count(m) > 1})
+        raise ValueError(f"--model {', '.join(twice)} given twice: each model once, please")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise FileExistsError(f"--out {args.out} is a file; give a folder for the report")
-    specs = [ModelSpec.parse(model) for model in args.model]
+    specs = [ModelSpec.parse(model, device=args.device) for model in args.model]
     data = load_beir(args.data, args.split)
     if args.sample_docs:
         data = sample_corpus(data, args.sample_docs, args.sample_seed)
@@ -220,8 +297,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
-    from dreamir.eval.indexing import Shard, build_index, merge_index
+    from dreamir.retrieval.indexing import Shard, build_index, merge_index
 
+    refuse_output_over_inputs(args.out, args.data, args.model)
     if args.merge:
         index = merge_index(args.out, args.factory, args.params)
         print(f"merged {index.meta['merged_parts']} parts: {index.size} documents ({args.factory}) → {args.out}")
@@ -246,9 +324,10 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
-    from dreamir.eval.indexing import search_index
+    from dreamir.retrieval.indexing import search_index
 
-    for rank, hit in enumerate(search_index(args.index, args.query, args.k, force=args.force), start=1):
+    hits = search_index(args.index, args.query, args.k, force=args.force, device=args.device)
+    for rank, hit in enumerate(hits, start=1):
         print(f"{rank:3d}  {hit['score']:.4f}  {hit['doc_id']}  {hit['snippet']}")
 
 
@@ -258,8 +337,15 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
     run_quickstart(run_dir=args.run_dir, device=args.device, steps=args.steps)
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated flags: `--max-step` is not silently read as `--max-steps` (a renamed flag fails loudly)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dreamir", description=__doc__)
+    parser = _Parser(prog="dreamir", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -273,27 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="corpus JSONL ({'text', 'title'?}) or a BEIR folder")
     p.add_argument("--out", required=True)
     p.add_argument("--qa", help="question/answer pairs JSONL ({'question', 'answer'}): q = question, y = answer")
-    p.add_argument(
-        "--recipe",
-        choices=["halves", "title", "spans", "questions"],
-        default="halves",
-        help="how q and y are cut from a document (README 'Training data'); ignored with --qa",
+    add_schema_flags(
+        p,
+        BuildConfig,
+        BUILD_FLAGS,
+        recipe="how q and y are cut from a document (README 'Training data'); ignored with --qa",
+        target_words="words of y for the title, spans and questions recipes",
+        question_llm="questions recipe: the instruct LLM that writes a question per chunk",
+        questions_cache="questions recipe: JSONL cache of written questions (resumable)",
+        device="questions recipe: where the question writer runs",
     )
-    p.add_argument(
-        "--target-words", type=_positive_int, default=32, help="words of y for the title, spans and questions recipes"
-    )
-    p.add_argument(
-        "--question-llm",
-        default="qwen2.5-coder-0.5b-instruct",
-        help="questions recipe: the instruct LLM that writes a question per chunk",
-    )
-    p.add_argument("--questions-cache", help="questions recipe: JSONL cache of written questions (resumable)")
-    p.add_argument("--question-batch-size", type=_positive_int, default=8)
-    p.add_argument("--device", default="cpu", help="questions recipe: where the question writer runs")
-    p.add_argument("--candidates", type=_positive_int, default=8)
-    p.add_argument("--chunk-words", type=_positive_int, default=96)
-    p.add_argument("--max-examples", type=_positive_int, default=None)
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_data)
 
     p = sub.add_parser("heads", help="rank the frozen LLM's heads and write the head set H")
@@ -302,9 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beir", help="BEIR folder: use its qrels as the detection set instead")
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
-    p.add_argument("--method", choices=["gradient", "attention"], default="gradient")
-    p.add_argument("--k", default="16", help="heads to keep (a number or 'all')")
-    p.add_argument("--num-examples", type=_positive_int, default=64)
+    add_schema_flags(p, HeadsConfig, HEADS_FLAGS, k="heads to keep (a number or 'all')", num_examples="examples scored")
     p.add_argument("--candidates", type=_positive_int, default=8)
     p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -315,15 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a retriever (no arguments: the quickstart on defaults)")
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-4")
-    p.add_argument("--run-dir")
-    p.add_argument("--llm")
-    p.add_argument("--retriever")
-    p.add_argument("--data")
-    p.add_argument("--heads")
-    p.add_argument("--max-steps", type=_positive_int)
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--seed", type=int)
+    add_schema_flags(
+        p,
+        RunConfig,
+        TRAIN_FLAGS,
+        objective=f"one of {', '.join(OBJECTIVES)}, or a weighted sum such as 'dream_distill + 0.5 * infonce'",
+        heads="a `dreamir heads` JSON (default: selected label-free at the start)",
+        document_cache_mb="keep up to this many MB of document keys/values across epochs (DREAM reuse step; 0 = off)",
+        document_cache_dir="keep the document cache in this folder instead of memory",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument(
         "--allow-config-change",
@@ -335,13 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train with the full-graph reference step instead of reusing document keys/values",
     )
-    p.add_argument(
-        "--document-cache-mb",
-        type=_non_negative_int,
-        help="keep up to this many MB of document keys/values across epochs (DREAM reuse step; 0 = off)",
-    )
-    p.add_argument("--document-cache-dir", help="keep the document cache in this folder instead of memory")
-    p.add_argument("--objective", help=f"one of {', '.join(OBJECTIVES)} (default dream)")
     p.add_argument(
         "--precompute",
         action="store_true",
@@ -368,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="folder for metrics.json, run.trec, report.md and comparison.png")
     p.add_argument("--no-cache", action="store_true", help="re-encode even if cached embeddings exist")
+    p.add_argument("--device", default="cpu", help="where every model runs (dense and zero-shot), e.g. cuda")
     p.add_argument(
         "--sample-docs",
         type=_positive_int,
@@ -388,7 +455,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     zs.add_argument("--templates", help="prompt templates YAML (default: the packaged zeroshot_templates.yaml)")
     zs.add_argument("--trust-remote-code", action="store_true", help="allow Dream / LLaDA remote model code")
-    zs.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("compare", help="train every objective on the same data and budget; one table + plot")
@@ -426,31 +492,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("-k", type=_positive_int, default=10)
     p.add_argument("--force", action="store_true", help="search even if the model changed since indexing")
+    p.add_argument("--device", default="cpu", help="where the query encoder runs")
     p.set_defaults(func=_cmd_search)
     return parser
 
 
+# What an interrupted command leaves, and how to go on (Ctrl-C / SIGTERM: exit 130, one line, no traceback).
+_ON_INTERRUPT = {
+    "train": "finished checkpoints are kept; continue with the same command and --resume",
+    "compare": "finished runs are kept and an interrupted one resumes; run the same command again",
+    "eval": "the report folder keeps its previous version (or none); run it again",
+    "index": "the index folder keeps its previous version (or none); run it again",
+    "export": "the export folder keeps its previous version (or none); run it again",
+    "build-data": "the output file keeps its previous version (or none); run it again",
+}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that temp files are removed and locks released as on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    from dreamir.files import FolderBusy
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading_main() else None
     try:
         args.func(args)
-    except (
-        ConfigError,
-        DataError,
-        FileNotFoundError,
-        FileExistsError,
-        IsADirectoryError,
-        NotADirectoryError,
-        PermissionError,
-        ValueError,
-    ) as err:
+    except KeyboardInterrupt as stop:
+        if args.verbose:
+            raise
+        why = "terminated" if isinstance(stop, _Terminated) else "interrupted"
+        kept = _ON_INTERRUPT.get(args.command, "nothing half-written is left")
+        print(f"dreamir {args.command}: {why}; {kept}", file=sys.stderr)
+        return 130
+    except (ConfigError, DataError, FolderBusy, ValueError) as err:
         if args.verbose:
             raise
         print(f"dreamir {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # missing files, full disks, read-only targets: one line naming the path
+        if args.verbose:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"dreamir {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

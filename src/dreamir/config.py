@@ -1,126 +1,43 @@
 """Training configuration: a YAML file and/or flags, validated by pydantic.
 
 Unknown keys and wrong types are errors that name the key (e.g. "train.lr: Input should be a
-valid number"). Every METHOD decision is a field, with METHOD's default: the run's own settings
-here, each objective's in its own file (its `Config`, the `<name>:` section).
+valid number"). Every method decision is a field with its default: the run's own settings in
+`settings.py`, each objective's in its own file (its `Config`, the `<name>:` section); `RunConfig`
+joins them.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, create_model, model_validator
 
-from dreamir.objectives import OBJECTIVES, get_objective
-from dreamir.settings import LoraConfig, StrictConfig, TokenLimits
+from dreamir.objectives import OBJECTIVES, canonical_objective, unread_sections
+from dreamir.settings import NO_EFFECT, RESUMABLE, LoraConfig, RunSettings, StrictConfig, TokenLimits
 
 __all__ = ["ConfigError", "LoraConfig", "RunConfig", "StrictConfig", "TokenLimits", "load_config"]
 
 
-class LLMConfig(StrictConfig):
-    name: str = "smollm2-135m-instruct"
+def _known_objective(text: str) -> str:
+    return canonical_objective(text)
 
 
-class RetrieverConfig(StrictConfig):
-    name: str = "all-minilm-l6-v2"
-    # "static": a bag of trainable token vectors from `name`'s tokenizer and input embeddings (see
-    # dreamir.models.retriever; pooling, LoRA and max_length do not apply); "transformer": the model itself.
-    architecture: Literal["transformer", "static"] = "transformer"
-    pooling: Literal["mean", "cls", "lasttoken"] | None = None
-    query_prefix: str | None = None
-    doc_prefix: str | None = None
-    max_length: int | None = Field(256, gt=0)
-    lora: LoraConfig | None = None
+# A name in dreamir.objectives.OBJECTIVES or a weighted sum of them ("dream_distill + 0.5 * infonce"), canonical
+ObjectiveName = Annotated[str, AfterValidator(_known_objective)]
 
 
-class DataConfig(StrictConfig):
-    train: str | None = None
-    max_examples: int | None = Field(None, gt=0)
-    # The control run: each query keeps its candidates and gets another example's target. The shuffle has
-    # its own seed, so a control's seeds differ in training only (and share one judge signal cache).
-    shuffle_targets: bool = False
-    shuffle_seed: int = 0
-    # "llm": only the frozen LLM sees the shuffled targets (the judge's signal becomes the control's) while the
-    # retriever's own terms keep the real ones — the control of a judge term beside InfoNCE
-    # (`dream_distill.contrastive_weight`), whose positive is the target
-    shuffle_targets_for: Literal["all", "llm"] = "all"
-    limits: TokenLimits = TokenLimits()
-
-
-class HeadsConfig(StrictConfig):
-    file: str | None = None  # a `dreamir heads` JSON; if unset, heads are selected at the start of training
-    count: int | Literal["all"] = 16
-    scoring: Literal["gradient", "attention"] = "gradient"
-    detection_examples: int = Field(32, gt=0)
-
-    @field_validator("count")
-    @classmethod
-    def _positive_count(cls, count: int | str) -> int | str:
-        if isinstance(count, int) and count < 1:
-            raise ValueError(f"a positive number of heads or 'all', got {count}")
-        return count
-
-
-def _known_objective(name: str) -> str:
-    get_objective(name)
-    return name
-
-
-ObjectiveName = Annotated[str, AfterValidator(_known_objective)]  # a name in dreamir.objectives.OBJECTIVES
-
-
-class TrainConfig(StrictConfig):
-    objective: ObjectiveName = "dream"
-    batch_size: int = Field(4, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    lr: float = Field(2e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(10, ge=0)
-    schedule: Literal["linear", "constant"] = "linear"
-    max_steps: int = Field(100, gt=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    checkpoint_every: int = Field(25, gt=0)
-    keep_checkpoints: int = Field(2, gt=0)
-    # Keep a good start near itself unless the signal says otherwise (any objective): "kl" adds
-    # anchor_weight · KL(P_start ‖ P_θ) over each example's candidates, P = softmax(s / anchor_temperature)
-    # with P_start from the retriever as it was before training; "l2sp" adds anchor_weight · ‖θ − θ_start‖²
-    # over the trainable weights.
-    anchor: Literal["none", "kl", "l2sp"] = "none"
-    # An exponential moving average of the trainable weights (e ← d·e + (1−d)·θ after every step);
-    # when set, the run ends with (and exports) the averaged weights. None = off.
-    ema_decay: float | None = Field(None, ge=0, lt=1)
-    anchor_weight: float = Field(1.0, ge=0)
-    anchor_temperature: float = Field(0.05, gt=0)
-    # Recompute layer activations in the backward pass (the retriever's backbone and the frozen LLM's
-    # [q][y] graph segment) instead of keeping them: less memory, one more forward, same gradients.
-    gradient_checkpointing: bool = False
-
-
-class RunSettings(StrictConfig):
-    """The run's own settings; `RunConfig` adds one section per registered objective."""
-
-    run_dir: str = "runs/dream"
-    seed: int = 0
-    device: str = "cpu"
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    llm: LLMConfig = LLMConfig()
-    retriever: RetrieverConfig = RetrieverConfig()
-    data: DataConfig = DataConfig()
-    heads: HeadsConfig = HeadsConfig()
-    train: TrainConfig = TrainConfig()
-
-    @model_validator(mode="after")
-    def _device_known(self) -> RunSettings:
-        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
-            raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'mps', got '{self.device}'")
-        return self
-
-    def objective_config(self) -> StrictConfig:
-        """The section of the objective this run trains with."""
-        return getattr(self, self.train.objective)
+def _canonical_run_objective(config: RunSettings) -> RunSettings:
+    """train.objective: a known objective or sum, stored in its one spelling (an error names the key)."""
+    try:
+        canonical = canonical_objective(config.train.objective)
+    except ValueError as err:
+        raise ValueError(f"train.objective: {err}") from None
+    if canonical != config.train.objective:
+        config.train.objective = canonical
+    return config
 
 
 if TYPE_CHECKING:
@@ -131,6 +48,7 @@ else:
         "RunConfig",
         __base__=RunSettings,
         __module__=__name__,
+        __validators__={"_objective_known": model_validator(mode="after")(_canonical_run_objective)},
         **{name: (cls.Config, Field(default_factory=cls.Config)) for name, cls in OBJECTIVES.items()},
     )
 
@@ -139,11 +57,30 @@ class ConfigError(ValueError):
     pass
 
 
+def settings_without_effect(objective: str, resuming: bool) -> tuple[str, ...]:
+    """Dotted prefixes of the settings that cannot change what a run computed, so resuming an interrupted run
+    (`resuming`) or reusing a finished one ignores a change in them: the fields the schema tags `no_effect`, on
+    resume also those tagged `resumable`, and the sections of objectives the run does not read."""
+    keys = RunConfig.tagged_keys(NO_EFFECT) + (RunConfig.tagged_keys(RESUMABLE) if resuming else ())
+    return keys + unread_sections(objective)
+
+
+# Keys that were renamed or replaced: an old config fails with a message naming the new form.
+MOVED_KEYS = {
+    "dream_distill.contrastive_weight": (
+        "a weighted sum of objectives replaced it: train.objective: 'dream_distill + W * infonce'"
+    ),
+    "replug.retriever_temperature": "renamed replug.temperature (every objective's retriever τ is `temperature`)",
+}
+
+
 def format_config_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "extra_forbidden" and key in MOVED_KEYS:
+            msg = f"no longer a key: {MOVED_KEYS[key]}"
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
@@ -170,16 +107,36 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
             raise ConfigError(f"cannot set '{dotted}': '{parts[depth - 1]}' is not a section")
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read YAML (if given), apply dotted-key overrides, validate."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, except that a key given twice in one mapping is an error (yaml keeps the last one,
+    silently dropping the first: two `train:` sections would lose one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' given twice (lines {seen[key]} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_tree(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> dict:
+    """A config file's YAML as a tree, with dotted-key overrides applied: the one reader of every config (runs,
+    comparisons). Errors name the file and line; nothing is read but plain YAML (no tags that build objects)."""
     tree: dict = {}
-    source = "defaults"
     if path is not None:
-        source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            text = Path(path).read_text()
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except (IsADirectoryError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not a YAML text file ({err.__class__.__name__})") from None
+        try:
+            loaded = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -187,6 +144,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         tree = loaded or {}
     for key, value in (overrides or {}).items():
         set_dotted(tree, key, value)
+    return tree
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read YAML (if given), apply dotted-key overrides, validate."""
+    tree = read_config_tree(path, overrides)
+    source = str(path) if path is not None else "defaults"
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:

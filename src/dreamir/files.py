@@ -30,6 +30,14 @@ def fault_point() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def cache_dir() -> Path:
+    """Folder for dreamir's own caches (de-quantised GGUF copies, embeddings)."""
+    root = os.environ.get("DREAMIR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dreamir"
+    )
+    return Path(root)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     import hashlib
 
@@ -72,8 +80,67 @@ def atomic_write(path: str | os.PathLike, content: str | bytes) -> Path:
     return Path(path)
 
 
+def refuse_output_over_inputs(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
+    """An output that is one of the command's inputs (or a link to one, or a folder holding one) would be
+    replaced by what is computed from it: refuse before any work."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source or target in source.parents:
+            raise ValueError(f"the output {out} is (or holds) the input {given}: writing it would destroy the input")
+
+
 class FolderRefused(FileExistsError):
     """The target folder exists and is not one this kind of writer made (it would be destroyed)."""
+
+
+class FolderBusy(RuntimeError):
+    """Another live process is writing the same run, export, index or report folder."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the folder or file `target` for the block, or fail at once naming the process
+    that holds it.
+
+    An OS file lock (flock) on a lock file under `cache_dir()/locks`, named by the target's absolute path (so
+    nothing is added beside the user's outputs): released on any exit of its holder, a SIGKILL included, so a
+    dead process never leaves a stale lock behind. Two `dreamir train` into one run folder, or two exports to
+    one folder, would otherwise interleave their writes."""
+    import fcntl
+    import hashlib
+
+    name = hashlib.sha256(str(Path(target).resolve()).encode()).hexdigest()[:32]
+    path = cache_dir() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115  (held open for the lock's life)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FolderBusy(f"{what} is in use by {holder}; wait for it to finish") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def _follow_umask(folder: Path) -> None:
+    """mkdtemp makes 0700 folders (and some writers 0600 files): give what we built the modes the user's umask
+    asks for, as a plain mkdir/open would."""
+    os.chmod(folder, 0o777 & ~_UMASK)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~_UMASK)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~_UMASK)
 
 
 @contextlib.contextmanager
@@ -87,15 +154,23 @@ def atomic_folder(target: str | os.PathLike, marker: str, keep: tuple[str, ...] 
     Entries named in `keep` (e.g. a sharded build's parts) move from the old folder into the new one.
     """
     target = Path(target)
+    check_replaceable(target, marker, keep)  # refused before anything is created
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(target, str(target)), _swapped_in(target, marker, keep) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _swapped_in(target: Path, marker: str, keep: tuple[str, ...]) -> Iterator[Path]:
     recover_interrupted_swap(target, marker)
     check_replaceable(target, marker, keep)
-    target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target.parent, target.name)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
         if not (tmp / marker).exists():
             raise RuntimeError(f"internal error: {tmp} was written without its marker {marker}")
+        _follow_umask(tmp)
         check_replaceable(target, marker, keep)  # still true after the (possibly long) build
         for name in keep:
             if (target / name).exists() and not (tmp / name).exists():

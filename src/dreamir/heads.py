@@ -1,4 +1,4 @@
-"""Head selection (METHOD §1.4): rank the frozen LLM's heads by how much they carry retrieval signal.
+"""Head selection (docs/method.md): rank the frozen LLM's heads by how much they carry retrieval signal.
 
 Detection examples are (q, y, D, g) with g the index of the document known to help:
 - label-free (default): from unlabelled documents, q and y are consecutive spans of a document
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,12 +30,13 @@ from tqdm.auto import tqdm
 from dreamir.data.jsonl import DataError
 from dreamir.data.text import split_words
 from dreamir.data.training import Example, tokenize_examples
+from dreamir.distributed import ProcessGroup
 from dreamir.files import atomic_write
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.injection import AttentionRecorder, HeadInjection
 from dreamir.models.layout import Layout
 from dreamir.models.lm_passes import target_nll
-from dreamir.settings import TokenLimits
+from dreamir.settings import HeadsConfig, RunSettings, TokenLimits
 
 HeadScoring = Literal["gradient", "attention"]
 
@@ -276,6 +278,55 @@ def select_heads_label_free(
     return score_heads(lm, detection, method, limits, layout, show_progress=show_progress)
 
 
-def default_head_count(num_layers: int, num_heads: int) -> int:
-    """16 (METHOD §1.2), or every head for models with fewer."""
-    return min(16, num_layers * num_heads)
+def check_heads_fit(heads: list[tuple[int, int]], lm: FrozenLM, owner: str) -> None:
+    """A head set must be non-empty and name heads the frozen LLM has (a file made for another LLM does not)."""
+    if not heads:
+        raise ValueError(f"{owner} needs a non-empty head set H (run `dreamir heads` first)")
+    bad = [(lay, h) for lay, h in heads if not (0 <= lay < lm.num_layers and 0 <= h < lm.num_heads)]
+    if bad:
+        raise ValueError(f"heads {bad[:5]} are outside the frozen LLM ({lm.num_layers} layers × {lm.num_heads} heads)")
+
+
+def head_count(heads: HeadsConfig, lm: FrozenLM) -> int:
+    """`heads.count` for this LLM ("all": every head)."""
+    return lm.num_layers * lm.num_heads if heads.count == "all" else int(heads.count)
+
+
+def select_run_heads(
+    config: RunSettings, layout: str, lm: FrozenLM, examples: list[Example], path: str | os.PathLike
+) -> HeadRanking:
+    """Rank the heads label-free on the examples' own text, as `config.heads` says, and write the top ones to path."""
+    heads = config.heads
+    ranking = select_heads_label_free(
+        lm, examples, heads.detection_examples, heads.scoring, config.data.limits, layout, config.seed
+    )
+    ranking.save(path, head_count(heads, lm))
+    return ranking
+
+
+def run_head_set(
+    config: RunSettings, layout: str, lm: FrozenLM, examples: list[Example], run_dir: Path, group: ProcessGroup
+) -> list[tuple[int, int]]:
+    """H for a run, decided here only: the configured heads file (copied into run_dir), or the set an interrupted
+    attempt of this run selected, or selected now from the training texts (label-free) into run_dir/heads.json.
+    Rank 0 decides; the other ranks then read what it wrote (run_dir on a shared filesystem). The set is checked
+    against the LLM before any model work."""
+    target = run_dir / "heads.json"
+    count = head_count(config.heads, lm)
+    if group.is_main:
+        if config.heads.file:
+            src = Path(config.heads.file)
+            heads = load_heads(src, count)
+            if src.resolve() != target.resolve():
+                shutil.copyfile(src, target)
+                if src.with_suffix(".png").exists():
+                    shutil.copyfile(src.with_suffix(".png"), target.with_suffix(".png"))
+        elif target.exists():  # selected by an earlier (interrupted) attempt of this run
+            heads = load_heads(target, count)
+        else:
+            heads = select_run_heads(config, layout, lm, examples, target).top(count)
+    group.barrier()
+    if not group.is_main:
+        heads = load_heads(config.heads.file or target, count)
+    check_heads_fit(heads, lm, f"the head set of {run_dir}")
+    return heads

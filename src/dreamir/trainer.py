@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import signal
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dreamir.assets import parse_dtype
 from dreamir.checkpoints import (
     as_tuples,
     check_resumed_config,
@@ -34,21 +37,22 @@ from dreamir.checkpoints import (
     numpy_state_from_safe,
     numpy_state_to_safe,
 )
-from dreamir.config import RunConfig, dump_config
+from dreamir.config import RunConfig, dump_config, settings_without_effect
 from dreamir.data.training import (
     DataStats,
     Example,
     TokenizedExample,
+    examples_fingerprint,
     load_examples,
     shuffled_targets,
     tokenize_examples,
 )
 from dreamir.distributed import init_from_env
-from dreamir.files import atomic_open, atomic_write
-from dreamir.models.frozen_lm import FrozenLM, parse_dtype
+from dreamir.files import atomic_open, atomic_write, exclusive_lock
+from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.retriever import Retriever
-from dreamir.objectives import ObjectiveContext, get_objective, unread_sections
-from dreamir.objectives.anchor import Anchor
+from dreamir.objectives import ObjectiveContext, build_objective, objective_classes
+from dreamir.objectives.base import own_learning_rates, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +122,9 @@ class Trainer:
             llm_examples = shuffled_targets(examples, config.data.shuffle_seed)
             examples = examples if config.data.shuffle_targets_for == "llm" else llm_examples
         self.examples = examples
-        objective_class = get_objective(config.train.objective)
+        self.data_fingerprint = examples_fingerprint(examples)  # checked on resume: same path, other data?
         self.lm = lm
-        if self.lm is None and objective_class.needs_llm:
+        if self.lm is None and any(cls.needs_llm for cls in objective_classes(config.train.objective)):
             self.lm = FrozenLM.load(config.llm.name, device=config.device, dtype=config.dtype)
         self.tokenized: list[TokenizedExample | None] = (
             list(tokenize_examples(llm_examples, self.lm.tokenize, config.data.limits, self.stats))
@@ -136,7 +140,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "checkpoints").mkdir(exist_ok=True)
         context = ObjectiveContext(config, self.retriever, self.lm, examples, self.run_dir, self.group)
-        self.objective = objective_class.build(context)
+        # The run's loss (its objective, or their weighted sum, plus the anchor): built before any checkpoint is
+        # loaded, since the anchor and the judge-and-start teacher hold the start, not a resumed state.
+        self.objective = build_objective(context)
         tc = config.train
         # Built before any checkpoint is loaded (a resume overwrites the EMA with its saved state).
         self.ema: dict[str, torch.Tensor] = (
@@ -144,22 +150,19 @@ class Trainer:
             if tc.ema_decay is not None
             else {}
         )
-        # Built before any checkpoint is loaded: the anchor holds the start, not a resumed state.
-        self.anchor = (
-            Anchor(tc.anchor, tc.anchor_weight, tc.anchor_temperature, self.retriever) if tc.anchor != "none" else None
-        )
-        self.extra_params = self.objective.extra_parameters()
-        own_lr = {n: lr for n, lr in self.objective.extra_learning_rates().items() if n in self.extra_params}
+        self.objective_params = trainable_parameters(self.objective)  # e.g. a learnable τ, Revela's LM adapters
+        own_lr = {f"objective.{n}": lr for n, lr in own_learning_rates(self.objective).items()}
         groups = [{"params": [p for n, p in self._named_trainable() if n not in own_lr]}]
         # e.g. a learnable temperature: its own rate, and no decay pulling log τ to 0
-        groups += [{"params": [self.extra_params[n]], "lr": lr, "weight_decay": 0.0} for n, lr in own_lr.items()]
+        named = dict(self._named_trainable())
+        groups += [{"params": [named[n]], "lr": lr, "weight_decay": 0.0} for n, lr in own_lr.items()]
         self.optimizer = torch.optim.AdamW(groups, lr=config.train.lr, weight_decay=config.train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
 
     def _named_trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
         retriever = [(f"retriever.{n}", p) for n, p in self.retriever.named_parameters() if p.requires_grad]
-        return retriever + list(self.extra_params.items())
+        return retriever + [(f"objective.{n}", p) for n, p in self.objective_params.items()]
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         return [p for _, p in self._named_trainable()]
@@ -199,7 +202,7 @@ class Trainer:
         state = {
             "step": self.step,
             "retriever": self.retriever.trainable_state(),
-            "objective": {name: p.detach().cpu().clone() for name, p in self.extra_params.items()},
+            "objective": {name: p.detach().cpu().clone() for name, p in self.objective_params.items()},
             "ema": {name: value.cpu().clone() for name, value in self.ema.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -209,13 +212,26 @@ class Trainer:
                 "numpy": numpy_state_to_safe(np.random.get_state()),
             },
             "config": self.config.model_dump(),
+            "data_fingerprint": self.data_fingerprint,
         }
         path = self._checkpoint_path(self.step)
         with atomic_open(path, "wb") as handle:  # a reader sees the old set of files or the new one
             torch.save(state, handle)
-        for old in sorted(self.run_dir.glob("checkpoints/step-*.pt"))[: -self.config.train.keep_checkpoints]:
-            old.unlink()
+        # Prune this run's earlier checkpoints only — steps up to this one, in torch's zip format — oldest first:
+        # a foreign or unreadable file in checkpoints/ (say, a later step number) is neither ours to delete nor a
+        # reason to delete ours, so the one just written always survives.
+        ours = [p for p in self._checkpoints_up_to(self.step) if zipfile.is_zipfile(p)]
+        for old in ours[: -self.config.train.keep_checkpoints]:
+            old.unlink(missing_ok=True)
         return path
+
+    def _checkpoints_up_to(self, step: int) -> list[Path]:
+        found = []
+        for candidate in self.run_dir.glob("checkpoints/step-*.pt"):
+            number = candidate.stem.removeprefix("step-")
+            if number.isdigit() and int(number) <= step:
+                found.append(candidate)
+        return sorted(found)
 
     def latest_checkpoint(self) -> Path | None:
         found = sorted(self.run_dir.glob("checkpoints/step-*.pt"))
@@ -224,19 +240,35 @@ class Trainer:
     def resume(self, allow_config_change: bool = False) -> bool:
         loaded = load_checkpoint(self.run_dir)
         if loaded is None:
+            if self.group.is_main:
+                folder = self.run_dir / "checkpoints"
+                print(f"[dreamir] --resume: no readable checkpoint in {folder}; starting at step 0")
+                self._truncate_log(0)  # rows of the lost steps would be logged twice
             return False
         path, state = loaded
+        saved_data = state.get("data_fingerprint")
+        if saved_data is not None and saved_data != self.data_fingerprint and not allow_config_change:
+            raise ValueError(
+                f"--resume with other training data than the checkpoint {path} was trained on (same path "
+                f"'{self.config.data.train}', different examples); pass --allow-config-change to continue anyway"
+            )
         check_resumed_config(
             state.get("config", {}),
             self.config.model_dump(),
             path,
             allow_config_change,
-            unread_sections(self.config.train.objective),
+            settings_without_effect(self.config.train.objective, resuming=True),
         )
         self.retriever.load_trainable_state(state["retriever"])
+        saved = state.get("objective", {})
+        if set(saved) != set(self.objective_params):
+            raise ValueError(
+                f"{path} holds the loss parameters {sorted(saved)}, but this run's loss has "
+                f"{sorted(self.objective_params)}: it was written by another objective or version"
+            )
         with torch.no_grad():
-            for name, value in state.get("objective", {}).items():
-                self.extra_params[name].copy_(value)
+            for name, value in saved.items():
+                self.objective_params[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -274,6 +306,14 @@ class Trainer:
         return self.objective.precompute(mine, self.config.train.batch_size, self.show_progress)
 
     def train(self, resume: bool = False, allow_config_change: bool = False) -> TrainResult:
+        """Train to `train.max_steps` (from the last checkpoint with `resume`). The run folder is locked for the
+        run's life: a second process training into it fails at once instead of interleaving its writes."""
+        if not self.group.is_main:
+            return self._train(resume, allow_config_change)
+        with exclusive_lock(self.run_dir, f"run folder {self.run_dir}"):
+            return self._train(resume, allow_config_change)
+
+    def _train(self, resume: bool, allow_config_change: bool) -> TrainResult:
         tc = self.config.train
         if resume:
             self.resume(allow_config_change)  # before config.yaml is written: a refused resume changes nothing
@@ -282,6 +322,8 @@ class Trainer:
                 f"{self.run_dir} already has checkpoints; pass --resume to continue it or choose another run_dir"
             )
         if self.group.is_main:
+            if self.step == 0:
+                self._truncate_log(0)  # rows of an earlier attempt that saved no checkpoint
             dump_config(self.config, self.run_dir / "config.yaml")
         if self.group.is_main:
             print(
@@ -350,6 +392,20 @@ class Trainer:
             time.perf_counter() - start_time,
         )
 
+    def _check_finite(self, totals: dict[str, float], params: list[torch.nn.Parameter]) -> None:
+        """Stop before a NaN or inf reaches the weights: the last checkpoint stays the run's last good state."""
+        norms = [p.grad.detach().norm() for p in params if p.grad is not None]
+        loss_ok = math.isfinite(totals.get("loss", 0.0))
+        if loss_ok and (not norms or bool(torch.isfinite(torch.stack(norms)).all())):
+            return
+        kept = self.latest_checkpoint()
+        raise NonFiniteTraining(
+            f"non-finite {'gradient' if loss_ok else 'loss'} at step {self.step + 1} (loss {totals.get('loss')}): "
+            f"training stopped before the update; "
+            + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was written yet")
+            + " — lower train.lr or check the data, then --resume"
+        )
+
     def _optimizer_step(self) -> dict:
         tc = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
@@ -358,16 +414,12 @@ class Trainer:
             idx = self._micro_batch(self.step * tc.grad_accum + micro)
             batch = [self.examples[i] for i in idx]
             out = self.objective(batch, [self.tokenized[i] for i in idx])
-            loss = out.loss
-            if self.anchor is not None:
-                anchor = self.anchor(self.retriever, batch, out)
-                out.metrics["anchor"] = float(anchor.detach())
-                loss = loss + anchor
-            (loss / tc.grad_accum).backward()
+            (out.loss / tc.grad_accum).backward()
             for key, value in out.metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / tc.grad_accum
         params = self._trainable()
         self.group.average_gradients(params)
+        self._check_finite(totals, params)
         totals = {key: self.group.average(value) for key, value in totals.items()}
         if tc.max_grad_norm is not None:
             totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm))
@@ -382,6 +434,10 @@ class Trainer:
         return totals
 
 
+class NonFiniteTraining(ValueError):
+    """A loss or gradient became NaN or infinite."""
+
+
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Export a run's latest checkpoint (or its final retriever) as a sentence-transformers folder."""
     from dreamir.config import load_config
@@ -394,10 +450,15 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     if loaded is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
     retriever = build_retriever(config)
-    retriever.load_trainable_state(loaded[1]["retriever"])
+    state = loaded[1]
+    # the run's result: its moving average when train.ema_decay is set (as the export at the end of training)
+    retriever.load_trainable_state(state["ema"] if state.get("ema") else state["retriever"])
     return export_with_heads(retriever, run_dir, out)
 
 
 def export_with_heads(retriever: Retriever, run_dir: Path, out: str | os.PathLike) -> Path:
-    heads = run_dir / "heads.json"  # keep H with the trained model (METHOD §1.4)
+    broken = [name for name, p in retriever.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:
+        raise ValueError(f"refusing to export {run_dir}: non-finite weights in {', '.join(broken[:3])}")
+    heads = run_dir / "heads.json"  # keep H with the trained model (docs/method.md)
     return retriever.export(out, {"dreamir_heads.json": heads} if heads.exists() else None)

@@ -18,13 +18,13 @@ import torch
 
 from dreamir.assets import ALIASES, alias_available, bundled_data
 from dreamir.config import load_config
-from dreamir.data.beir import load_beir
+from dreamir.data.beir import load_beir, read_corpus
 from dreamir.data.jsonl import write_jsonl_atomic
-from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows, read_corpus
+from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows
 from dreamir.data.training import load_examples
-from dreamir.eval.evaluate import evaluate_model
-from dreamir.eval.report import format_table, write_report
-from dreamir.eval.significance import paired_test
+from dreamir.evaluation.evaluate import evaluate_model
+from dreamir.evaluation.report import format_table, write_report
+from dreamir.evaluation.significance import paired_test
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.trainer import Trainer, build_retriever
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,11 +57,25 @@ def _read_id(path, line: int, obj: dict) -> str:
     return normalise_id(obj.get("_id"), path, line, "_id")
 
 
-def load_corpus(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
+def read_corpus(
+    path: str | os.PathLike,
+    stats: DataStats | None = None,
+    titles: dict[str, str] | None = None,
+    trec_ids: bool = False,
+) -> dict[str, str]:
+    """The one corpus reader: a JSONL of {"_id" (or "id"), "text", optional "title"} (a BEIR corpus.jsonl) as
+    id → title + text; empty documents are skipped and counted. `trec_ids` (evaluation): every document needs an
+    id a TREC run can carry (`normalise_id`); otherwise (training data) a document without an id is named by its
+    line ("line 12"). `titles`, when given, receives each document's title (the `title` recipe needs it)."""
+    stats = stats if stats is not None else DataStats()
     corpus: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for line, obj in iter_jsonl(path):
-        doc_id = _read_id(path, line, obj)
+        raw_id = obj.get("_id", obj.get("id"))
+        if trec_ids:
+            doc_id = _read_id(path, line, obj)
+        else:
+            doc_id = f"line {line}" if raw_id is None else str(raw_id).strip()
         text = require_str(path, line, obj, "text", allow_empty=True)
         title = obj.get("title") or ""
         if not isinstance(title, str):
@@ -73,6 +88,14 @@ def load_corpus(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
             stats.add("skipped_empty_documents")
             continue
         corpus[doc_id] = joined
+        if titles is not None and title.strip():
+            titles[doc_id] = title.strip()
+    return corpus
+
+
+def load_corpus(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
+    """A BEIR corpus for evaluation: TREC-safe ids, at least one document."""
+    corpus = read_corpus(path, stats, trec_ids=True)
     if not corpus:
         raise DataError(path, None, "no documents")
     return corpus
@@ -118,10 +141,11 @@ def load_qrels(path: str | os.PathLike) -> list[tuple[int, str, str, int]]:
                     number,
                     f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}",
                 )
-            try:
-                score = int(cols[2])
-            except ValueError:
-                raise DataError(path, number, f"not an integer: {cols[2]!r}", "score") from None
+            text = cols[2].strip()
+            # strictly digits: int() would read "1_0" as 10, and a score past 32 bits crashes trec_eval
+            if not re.fullmatch(r"-?[0-9]{1,9}", text):
+                raise DataError(path, number, f"not an integer of at most 9 digits: {cols[2]!r}", "score")
+            score = int(text)
             query_id = normalise_id(cols[0], path, number, "query-id")
             rows.append((number, query_id, normalise_id(cols[1], path, number, "corpus-id"), score))
     return rows

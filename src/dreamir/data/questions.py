@@ -1,4 +1,4 @@
-"""Questions written by a frozen instruct LLM about corpus chunks (the `questions` recipe, METHOD §1.5).
+"""Questions written by a frozen instruct LLM about corpus chunks (the `questions` recipe, docs/method.md).
 
 The self-supervised recipes (`halves`, `spans`, `title`) ask which chunk a piece of text continues
 into; the student learns that task and it does not carry to real queries (README "What did the student
@@ -112,8 +112,7 @@ def load_generator(config: QuestionConfig) -> Generator:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dreamir.assets import plain_model_source
-    from dreamir.models.frozen_lm import parse_dtype
+    from dreamir.assets import parse_dtype, plain_model_source
 
     source = plain_model_source(config.llm)
     tokenizer = AutoTokenizer.from_pretrained(source.name_or_path)

@@ -1,4 +1,4 @@
-"""Unlabelled text (or question/answer pairs) → training examples (METHOD §1.5).
+"""Unlabelled text (or question/answer pairs) → training examples (docs/method.md).
 
 Documents are chunked by words at sentence boundaries; for each chunk, q = its first half,
 y = its second half, and the candidates are the top-N BM25 neighbours of q among the OTHER
@@ -33,35 +33,6 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 def split_words(text: str) -> list[str]:
     return text.split()
-
-
-def read_corpus(
-    path: str | os.PathLike, stats: DataStats | None = None, titles: dict[str, str] | None = None
-) -> dict[str, str]:
-    """Documents of a corpus JSONL ({"_id" or "id", "text", optional "title"}; BEIR corpus.jsonl works),
-    as id → title + text. A document without an id is named by its line ("line 12"). `titles`, when
-    given, receives each document's title (the `title` recipe needs to know where it ends)."""
-    stats = stats if stats is not None else DataStats()
-    documents: dict[str, str] = {}
-    for line, obj in iter_jsonl(path):
-        text = obj.get("text")
-        if not isinstance(text, str):
-            raise DataError(path, line, "missing or not a string", "text")
-        title = obj.get("title") or ""
-        if not isinstance(title, str):
-            raise DataError(path, line, "not a string", "title")
-        raw_id = obj.get("_id", obj.get("id"))
-        doc_id = f"line {line}" if raw_id is None else str(raw_id)
-        if doc_id in documents:
-            raise DataError(path, line, f"duplicate document id {doc_id!r}", "_id")
-        joined = f"{title} {text}".strip() if title else text.strip()
-        if not joined:
-            stats.add("skipped_empty_document")
-            continue
-        documents[doc_id] = joined
-        if titles is not None and title.strip():
-            titles[doc_id] = title.strip()
-    return documents
 
 
 def chunk_text(text: str, chunk_words: int = 96, min_words: int = 24) -> list[str]:
@@ -377,7 +348,7 @@ def build_from_qa(
     stats: DataStats | None = None,
     show_progress: bool = True,
 ) -> list[Example]:
-    """q = question, y = answer, candidates = the question's top-N BM25 chunks of the corpus (METHOD §1.5)."""
+    """q = question, y = answer, candidates = the question's top-N BM25 chunks of the corpus (docs/method.md)."""
     stats = stats if stats is not None else DataStats()
     chunks = corpus_chunks(documents, settings, stats)
     _enough_chunks(chunks, settings, need_more=0)

@@ -126,6 +126,17 @@ def load_examples(path: str | os.PathLike, stats: DataStats | None = None) -> li
     return examples
 
 
+def examples_fingerprint(examples: list[Example]) -> str:
+    """A hash of the examples' texts in order (what a resumed run must train on again)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([ex.query, ex.target, ex.candidates, ex.positive]).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
 def shuffled_targets(examples: list[Example], seed: int = 0) -> list[Example]:
     """The shuffled-targets control: every example keeps its query and candidates and takes another
     example's target (its successor along a seeded cycle, so none keeps its own). The LLM's loss then

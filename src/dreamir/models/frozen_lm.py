@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dreamir.assets import dequantised_copy, portable_name, resolve_model
+from dreamir.assets import dequantised_copy, parse_dtype, portable_name, resolve_model
 from dreamir.data.training import TokenizedExample
 from dreamir.models.injection import ATTENTION_NAME, register_attention
 from dreamir.models.layout import Layout, PackedBatch, pack_batch
@@ -27,22 +27,6 @@ SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gemma3_text")
 
 class UnsupportedModelError(ValueError):
     pass
-
-
-def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    table = {
-        "fp32": torch.float32,
-        "float32": torch.float32,
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-    }
-    if name not in table:
-        raise ValueError(f"unknown dtype '{name}'; use one of {sorted(table)}")
-    return table[name]
 
 
 def check_supported(model: nn.Module) -> None:

@@ -7,7 +7,7 @@ keywords down to the attention function): one typed bundle, `AttentionArgs`, wit
 positions (sliding windows are re-masked from them) and a list of small modifiers, each applied
 to the attention output in turn:
 - `HeadInjection` (DREAM, head scoring): the heads in H get an additive per-(row, document) offset
-  on their pre-softmax logits for the rows of the [q][y] segment (METHOD §1.2);
+  on their pre-softmax logits for the rows of the [q][y] segment (docs/method.md);
 - `AttentionRecorder` (head scoring by attention): records each head's document attention shares;
 - `InBatchAttention` (Revela): adds the in-batch attention term in every layer and head.
 
@@ -193,7 +193,7 @@ class AttentionRecorder:
 
 @dataclass
 class InBatchAttention:
-    """Revela's in-batch attention (METHOD §2), added to every layer and head of a pass.
+    """Revela's in-batch attention (docs/method.md), added to every layer and head of a pass.
 
     Each row t of the [q][y] segment also attends, without a causal mask, to every candidate
     document j separately: a_{t,j} = softmax over d_j's keys, o_{t,j} = Σ_k a v_k. The output is
@@ -324,6 +324,6 @@ def register_attention() -> None:
 
     AttentionInterface.register(ATTENTION_NAME, dreamir_attention)
     # Without a registered mask function transformers passes attention_mask=None to custom
-    # attention (METHOD §5), which would make plain calls non-causal. SDPA's mask keeps them causal.
+    # attention (docs/method.md), which would make plain calls non-causal. SDPA's mask keeps them causal.
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
     _registered = True

@@ -1,4 +1,4 @@
-"""Cross-epoch cache of the frozen LLM's document keys/values (METHOD §1.3, issue 4 (c)).
+"""Cross-epoch cache of the frozen LLM's document keys/values (docs/method.md, issue 4 (c)).
 
 An example's document region ([sink][d_1]…[d_N]) gives the same keys and values in every epoch: the
 LLM is frozen and documents never attend to [q][y]. The reuse step computes them without a graph;

@@ -1,6 +1,6 @@
 """Token layout of one frozen-LLM pass: [sink][d_1]…[d_N][q][y], positions and attention mask.
 
-"separate" (default, METHOD §1.2): each document is its own context at positions 1..L_i after a
+"separate" (default, docs/method.md): each document is its own context at positions 1..L_i after a
 shared sink token (BOS), attending only to the sink and to itself; the [q][y] segment starts
 after the longest document and attends to the sink, every document token, and itself causally.
 Document order therefore carries no bias and a document's keys/values never depend on the

@@ -57,7 +57,7 @@ def target_nll(
             "position_ids": packed.position_ids[:, split:],
             "attention_mask": packed.attention_mask[:, :, split:, :],
             "dreamir": AttentionArgs(packed.position_ids, modifiers),
-            "past_key_values": cache,  # read, never extended
+            "cache": cache,  # read, never extended
             "use_cache": False,
         }
     recompute = lm.gradient_checkpointing and torch.is_grad_enabled()
@@ -121,7 +121,7 @@ def document_region_kv(lm: FrozenLM, packed: PackedBatch, rows: list[int]) -> li
         position_ids=packed.position_ids[index, :split],
         attention_mask=packed.attention_mask[index][:, :, :split, :split],
         dreamir=AttentionArgs(packed.position_ids[index]),
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
     )
     return [(layer.keys, layer.values) for layer in cache.layers]

@@ -66,7 +66,7 @@ class Retriever(nn.Module):
 
         An existing sentence-transformers model keeps its own pooling and prompts unless
         overridden; a bare HF backbone gets `pooling` (default: lasttoken for decoders, mean
-        otherwise) and the METHOD §1.6 prefixes "query: " / "passage: ". `architecture="static"`
+        otherwise) and the docs/method.md prefixes "query: " / "passage: ". `architecture="static"`
         builds a bag-of-tokens retriever from `spec`'s tokenizer and input embeddings (no prefixes,
         no truncation, no pooling choice, no LoRA: every token vector is trained).
         """

@@ -1,10 +1,10 @@
-"""InfoNCE (contrastive, METHOD §2): the query against its positive, the example's candidates and
+"""InfoNCE (contrastive, docs/method.md): the query against its positive, the example's candidates and
 the other examples' positives.
 
 Positive = the labelled positive when the example has one, else the target (for self-supervised
 chunks: the chunk's other half). τ = 0.05. Needs no LLM.
 
-Decision beyond METHOD §2 (which says negatives = the other candidates + in-batch): a candidate or
+Decision beyond docs/method.md (which says negatives = the other candidates + in-batch): a candidate or
 in-batch positive cut from the query's OWN document is not used as a negative when the data says so
 (`source` / `candidate_sources`, written by `build-data`). BM25 neighbours of a chunk are very often
 the same abstract's other chunks (38% of candidates in the SciFact comparison data); as negatives
@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
 from dreamir.data.training import Example, TokenizedExample
 from dreamir.models.retriever import Retriever
-from dreamir.objectives.base import Objective, ObjectiveContext, ObjectiveOutput, candidate_scores
-from dreamir.settings import StrictConfig
+from dreamir.objectives.base import (
+    Objective,
+    ObjectiveContext,
+    ObjectiveOutput,
+    ScoredBatch,
+    Temperature,
+    TemperatureConfig,
+)
 
 
-class InfoNCEConfig(StrictConfig):
-    temperature: float = Field(0.05, gt=0)
-    # True: chunks of the query's own document count as negatives too (METHOD §2 read literally).
+class InfoNCEConfig(TemperatureConfig):
+    # True: chunks of the query's own document count as negatives too (docs/method.md read literally).
     same_document_negatives: bool = False
 
 
@@ -72,36 +76,30 @@ class InfoNCEObjective(Objective):
     needs_llm = False
 
     def __init__(self, retriever: Retriever, config: InfoNCEConfig | None = None) -> None:
-        self.retriever = retriever
+        super().__init__(retriever)
         self.config = config or InfoNCEConfig()
+        self.temperature = Temperature.from_config(self.config)
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> InfoNCEObjective:
         return cls(context.retriever, context.config.infonce)
 
-    def __call__(self, examples: list[Example], tokenized: list[TokenizedExample] | None = None) -> ObjectiveOutput:
-        queries = self.retriever.embed([ex.query for ex in examples], "query")
-        scores, mask = candidate_scores(self.retriever, examples, queries)
-        loss, accuracy = contrastive_loss(self.retriever, examples, queries, scores, mask, self.config)
-        return ObjectiveOutput(loss, {"loss": loss.item(), "accuracy": accuracy}, scores, mask)
-
-
-def contrastive_loss(
-    retriever: Retriever,
-    examples: list[Example],
-    queries: torch.Tensor,
-    scores: torch.Tensor,
-    mask: torch.Tensor,
-    config: InfoNCEConfig,
-) -> tuple[torch.Tensor, float]:
-    """The InfoNCE loss of a batch whose query embeddings and candidate scores are already computed
-    (shared with another term, e.g. DREAM-distill's `contrastive_weight`), and its top-1 accuracy."""
-    positives = retriever.embed([positive_text(ex) for ex in examples], "document")
-    candidates, in_batch = negative_masks(examples, mask, config.same_document_negatives)
-    logits = contrastive_logits(queries, positives, scores, candidates, in_batch) / config.temperature
-    labels = torch.arange(len(examples), device=logits.device)
-    loss = F.cross_entropy(logits, labels)
-    return loss, float((logits.argmax(-1) == labels).float().mean())
+    def forward(
+        self,
+        examples: list[Example],
+        tokenized: list[TokenizedExample] | None = None,
+        batch: ScoredBatch | None = None,
+    ) -> ObjectiveOutput:
+        batch = batch or ScoredBatch(self.retriever, examples)
+        scores, mask = batch.scores()
+        positives = self.retriever.embed([positive_text(ex) for ex in examples], "document")
+        candidates, in_batch = negative_masks(examples, mask, self.config.same_document_negatives)
+        logits = contrastive_logits(batch.queries, positives, scores, candidates, in_batch) / self.temperature()
+        labels = torch.arange(len(examples), device=logits.device)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = float((logits.argmax(-1) == labels).float().mean())
+        metrics = {"loss": loss.item(), "accuracy": accuracy, "tau": self.temperature.current()}
+        return ObjectiveOutput(loss, metrics, scores, mask)
 
 
 def positive_text(example: Example) -> str:

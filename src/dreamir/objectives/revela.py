@@ -1,4 +1,4 @@
-"""Revela (in-batch attention, METHOD §2), on dreamir's examples.
+"""Revela (in-batch attention, docs/method.md), on dreamir's examples.
 
 Revela trains on batches of related chunks. dreamir's examples already are such groups: a chunk
 (q = its first half, y = its second half) and its BM25 neighbours (the candidates, full chunks).
@@ -14,8 +14,11 @@ runs the full graph instead of reusing them).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from pydantic import Field
+from torch import nn
 
 from dreamir.data.training import Example, TokenizedExample
 from dreamir.models.frozen_lm import FrozenLM
@@ -27,13 +30,15 @@ from dreamir.objectives.base import (
     Objective,
     ObjectiveContext,
     ObjectiveOutput,
-    candidate_scores,
+    ScoredBatch,
+    Temperature,
+    TemperatureConfig,
     log_doc_weights,
 )
-from dreamir.settings import LoraConfig, StrictConfig
+from dreamir.settings import LoraConfig
 
 
-class RevelaConfig(StrictConfig):
+class RevelaConfig(TemperatureConfig):
     temperature: float = Field(1e-4, gt=0)  # the paper's τ
     train_lm: bool = False  # train LoRA adapters in the LM too (the paper's setting)
     value_norm: bool = True  # divide each document's in-batch output by its attention-weighted value norm
@@ -60,22 +65,24 @@ class RevelaObjective(Objective):
     Config = RevelaConfig
 
     def __init__(self, lm: FrozenLM, retriever: Retriever, config: RevelaConfig | None = None) -> None:
-        self.lm, self.retriever = lm, retriever
+        super().__init__(retriever)
+        self.lm = lm
         self.config = config or RevelaConfig()
-        self._lm_params: dict[str, torch.nn.Parameter] = {}
-        if self.config.train_lm:
-            self._lm_params = add_lm_lora(lm, self.config.lm_lora)
+        self.temperature = Temperature.from_config(self.config)
+        # the LM's LoRA adapters (train_lm), trained with the retriever: parameters of this loss
+        adapters = add_lm_lora(lm, self.config.lm_lora) if self.config.train_lm else {}
+        # (an OrderedDict: ParameterDict sorts a plain dict's keys; the LM's order is the optimiser's)
+        self.lm_lora = nn.ParameterDict(OrderedDict((name.replace(".", "__"), p) for name, p in adapters.items()))
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> RevelaObjective:
         return cls(context.require_lm(cls.name), context.retriever, context.config.revela)
 
-    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
-        return self._lm_params
-
-    def __call__(self, examples: list[Example], tokenized: list[TokenizedExample]) -> ObjectiveOutput:
-        scores, mask = candidate_scores(self.retriever, examples)
-        weights = log_doc_weights(scores, mask, self.config.temperature).exp()
+    def forward(
+        self, examples: list[Example], tokenized: list[TokenizedExample], batch: ScoredBatch | None = None
+    ) -> ObjectiveOutput:
+        scores, mask = (batch or ScoredBatch(self.retriever, examples)).scores()
+        weights = log_doc_weights(scores, mask, self.temperature()).exp()
         packed = own_context_layout(self.lm.pack(tokenized, "separate"), self.lm.sink_token_id is not None)
         inbatch = InBatchAttention(
             weights=weights.to(self.lm.dtype).to(self.lm.device),
@@ -86,7 +93,8 @@ class RevelaObjective(Objective):
         nll = target_nll(self.lm, packed, None, reuse_documents=not self.config.train_lm, inbatch=inbatch)
         loss = nll.mean()
         w_max = float(weights.detach().max(-1).values.mean())
-        return ObjectiveOutput(loss, {"loss": loss.item(), "w_max": w_max}, scores, mask)
+        metrics = {"loss": loss.item(), "w_max": w_max, "tau": self.temperature.current()}
+        return ObjectiveOutput(loss, metrics, scores, mask)
 
 
 def add_lm_lora(lm: FrozenLM, settings: LoraConfig) -> dict[str, torch.nn.Parameter]:

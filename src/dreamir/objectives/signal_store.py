@@ -18,12 +18,14 @@ from pydantic import Field
 
 from dreamir.data.training import TokenizedExample
 from dreamir.models.kv_store import DocumentKVStore
-from dreamir.settings import StrictConfig
+from dreamir.settings import NO_EFFECT, StrictConfig, tagged
 
 
 class SignalCacheConfig(StrictConfig):
-    signal_cache_mb: int = Field(256, gt=0)  # a few floats per example: 256 MB holds millions
-    signal_cache_dir: str | None = None  # keep the values on disk, shared by runs (seeds, variants) of one LLM
+    # a few floats per example: 256 MB holds millions
+    signal_cache_mb: int = Field(256, gt=0, json_schema_extra=tagged(NO_EFFECT))
+    # keep the values on disk, shared by runs (seeds, variants) of one LLM
+    signal_cache_dir: str | None = Field(None, json_schema_extra=tagged(NO_EFFECT))
 
 
 class ExampleSignalStore:

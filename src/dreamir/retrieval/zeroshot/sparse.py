@@ -1,4 +1,4 @@
-"""Sparse lexical representations from LM logits, their inverted index, and dense+sparse fusion (METHOD §3).
+"""Sparse lexical representations from LM logits, their inverted index, and dense+sparse fusion (docs/method.md).
 
     weight(v) = log(1 + relu(logit_v)), kept only for vocabulary ids of the text's own words
     (stop-words removed), top-128, quantised to int(100 · weight).

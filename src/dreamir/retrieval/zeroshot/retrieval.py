@@ -1,4 +1,4 @@
-"""Zero-shot retrievers as model specs: "promptreps:NAME" and "diffretriever:NAME" (METHOD §3).
+"""Zero-shot retrievers as model specs: "promptreps:NAME" and "diffretriever:NAME" (docs/method.md).
 
     dreamir eval --data DATA --model promptreps:smollm2-135m-instruct --mode hybrid
     dreamir eval --data DATA --model diffretriever:PATH --k 4 --mode multivector
@@ -16,11 +16,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dreamir.eval.encoder import Encoder
-from dreamir.eval.metrics import Run
-from dreamir.eval.search import to_run
-from dreamir.zeroshot.encoders import DiffRetriever, PromptReps, Representations, load_templates
-from dreamir.zeroshot.sparse import hybrid_scores, sparse_scores, to_csr
+from dreamir.retrieval.base import Encoder
+from dreamir.retrieval.search import Run, to_run
+from dreamir.retrieval.zeroshot.encoders import DiffRetriever, PromptReps, Representations, load_templates
+from dreamir.retrieval.zeroshot.sparse import hybrid_scores, sparse_scores, to_csr
 
 Mode = Literal["dense", "sparse", "hybrid", "multivector"]
 METHODS = {"promptreps": PromptReps, "diffretriever": DiffRetriever}

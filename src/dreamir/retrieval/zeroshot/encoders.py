@@ -1,8 +1,8 @@
-"""Zero-shot LLM retrievers (METHOD §3): PromptReps (causal LM) and DiffRetriever (masked / diffusion LM).
+"""Zero-shot LLM retrievers (docs/method.md): PromptReps (causal LM) and DiffRetriever (masked / diffusion LM).
 
 Both turn a text into a prompt, run the LM, and read at the answer position(s):
 - dense: the last layer's hidden state(s), L2-normalised;
-- sparse: log(1 + relu(logits)) on the text's own word tokens (zeroshot/sparse.py).
+- sparse: log(1 + relu(logits)) on the text's own word tokens (retrieval/zeroshot/sparse.py).
 
 PromptReps reads the position after `answer_prefix` (one word); with `words > 1` it decodes greedily
 and reads one position per generated token (sequential). DiffRetriever appends K mask tokens and
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 
-from dreamir.zeroshot.sparse import WordVocabulary, sparse_weights
+from dreamir.retrieval.zeroshot.sparse import WordVocabulary, sparse_weights
 
 TextKind = str  # "query" | "document"
 
@@ -173,13 +173,13 @@ class PromptReps(_PromptEncoder):
                 input_ids=input_ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=self.words > 1,
                 output_hidden_states=True,
             )
             states.append(out.hidden_states[-1][:, -1])
             logits.append(out.logits[:, -1].float())
-            cache = out.past_key_values
+            cache = out.cache
             input_ids = logits[-1].argmax(-1, keepdim=True)  # greedy: the next word of the representation
             mask = torch.cat([mask, torch.ones_like(input_ids)], dim=1)
             positions = positions[:, -1:] + 1

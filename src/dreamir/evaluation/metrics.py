@@ -5,9 +5,9 @@ from __future__ import annotations
 import ir_measures
 from ir_measures import AP, RR, R, nDCG
 
-METRICS = {"ndcg@10": nDCG @ 10, "recall@100": R @ 100, "mrr@10": RR @ 10, "map@100": AP @ 100}
+from dreamir.retrieval.search import Run
 
-Run = dict[str, dict[str, float]]  # query id → doc id → score
+METRICS = {"ndcg@10": nDCG @ 10, "recall@100": R @ 100, "mrr@10": RR @ 10, "map@100": AP @ 100}
 
 
 def evaluate_run(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, float]:

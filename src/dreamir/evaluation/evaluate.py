@@ -1,6 +1,6 @@
-"""Evaluate retrievers on a BEIR folder (reports: `eval/report.py`).
+"""Evaluate retrievers on a BEIR folder (reports: `evaluation/report.py`).
 
-A model is any spec `eval/encoder.py` reads ("bm25", "promptreps:NAME", a run folder, an alias, a
+A model is any spec `retrieval/encoder.py` reads ("bm25", "promptreps:NAME", a run folder, an alias, a
 folder, a hub name) or a retriever in memory. Several models give one comparison table and one plot.
 """
 
@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass, field
 
 from dreamir.data.beir import BeirData
-from dreamir.eval.encoder import Encoder, load_encoder
-from dreamir.eval.metrics import Run, mean_metrics, per_query_metrics, per_query_values
+from dreamir.evaluation.metrics import Run, mean_metrics, per_query_metrics, per_query_values
 from dreamir.models.retriever import Retriever
-from dreamir.zeroshot.retrieval import ZeroShotOptions
+from dreamir.retrieval.base import Encoder
+from dreamir.retrieval.encoder import load_encoder
+from dreamir.retrieval.zeroshot.retrieval import ZeroShotOptions
 
 
 @dataclass
@@ -35,7 +36,7 @@ def evaluate_model(
     ignore_identical_ids: bool = True,
     zero_shot: ZeroShotOptions | None = None,
 ) -> EvalResult:
-    """Evaluate one model (any spec `eval/encoder.py` reads, or a retriever in memory). `ignore_identical_ids`
+    """Evaluate one model (any spec `retrieval/encoder.py` reads, or a retriever in memory). `ignore_identical_ids`
     drops a hit whose id equals the query's id (BEIR's default, which matters for ArguAna and Quora);
     `zero_shot` holds the PromptReps / DiffRetriever options."""
     start = time.perf_counter()

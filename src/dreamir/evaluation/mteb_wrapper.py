@@ -1,7 +1,7 @@
 """mteb integration: run any mteb retrieval task on a dreamir retriever, and local BEIR folders as tasks.
 
     import mteb
-    from dreamir.eval.mteb_wrapper import DreamirEncoder, local_beir_task
+    from dreamir.evaluation.mteb_wrapper import DreamirEncoder, local_beir_task
     model = DreamirEncoder.load("runs/x/retriever")          # or any dreamir model spec
     results = mteb.evaluate(model, [local_beir_task("../shared/assets/beir/scifact")])
 
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from dreamir.data.beir import load_beir
-from dreamir.eval.encoder import DenseEncoder, Encoder, load_encoder
 from dreamir.models.retriever import Retriever
+from dreamir.retrieval.base import Encoder
+from dreamir.retrieval.encoder import DenseEncoder, load_encoder
 
 
 def _mteb():
@@ -49,7 +50,7 @@ class DreamirEncoder:
 
     @classmethod
     def load(cls, spec: str, **kwargs: Any) -> DreamirEncoder:
-        """Any model spec of `eval/encoder.py` except bm25 (mteb needs vectors)."""
+        """Any model spec of `retrieval/encoder.py` except bm25 (mteb needs vectors)."""
         return cls(load_encoder(spec, use_cache=False), name=f"dreamir/{Path(spec).name}", **kwargs)
 
     def encode(

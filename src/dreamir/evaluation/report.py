@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from dreamir.data.beir import BeirData
-from dreamir.eval.evaluate import EvalResult
-from dreamir.eval.metrics import METRICS
-from dreamir.files import atomic_open, atomic_write
+from dreamir.evaluation.evaluate import EvalResult
+from dreamir.evaluation.metrics import METRICS
+from dreamir.files import atomic_folder, atomic_open, atomic_write
 
 
 def format_table(results: list[EvalResult], title: str = "") -> str:
@@ -28,7 +28,7 @@ def format_paired_tests(results: list[EvalResult]) -> str:
     bootstrap interval and the paired randomization test's p-value; '' for fewer than two models."""
     if len(results) < 2:
         return ""
-    from dreamir.eval.significance import paired_test
+    from dreamir.evaluation.significance import paired_test
 
     base = results[0]
     lines = [f"Paired tests against {base.model} (nDCG@10 per query, ×100):", ""]
@@ -82,9 +82,22 @@ def plot_comparison(path: Path, results: list[EvalResult], title: str) -> None:
     grouped_bars(path, list(METRICS), series, "score × 100", title)
 
 
+REPORT_MARKER = "dreamir_report.json"
+REPORT_FILES = {"metrics.json", "run.trec", "report.md", "comparison.png", REPORT_MARKER}
+
+
 def write_report(out: str | os.PathLike, results: list[EvalResult], data: BeirData, split: str) -> Path:
+    """metrics.json (with each model's per-query nDCG@10), run.trec, report.md and comparison.png, written as one
+    folder swapped in whole: a reader (or a crash, Ctrl-C, SIGTERM, a full disk) sees the old report or the new."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and not (out / REPORT_MARKER).exists() and {p.name for p in out.iterdir()} <= REPORT_FILES:
+        atomic_write(out / REPORT_MARKER, "{}")  # a report folder written before the marker existed
+    with atomic_folder(out, REPORT_MARKER) as folder:
+        _write_report_files(folder, results, data, split)
+    return out
+
+
+def _write_report_files(out: Path, results: list[EvalResult], data: BeirData, split: str) -> None:
     title = f"{data.name} ({split}, {len(data.queries)} queries, {len(data.corpus)} documents)"
     metrics = {
         "dataset": data.name,
@@ -93,6 +106,7 @@ def write_report(out: str | os.PathLike, results: list[EvalResult], data: BeirDa
         "num_documents": len(data.corpus),
         "data_issues": dict(data.stats.counts),
         "models": {r.model: {**r.metrics, "seconds": r.seconds} for r in results},
+        "per_query_ndcg@10": {r.model: r.per_query for r in results},  # for paired tests across evaluations
     }
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     write_trec_run(out / "run.trec", results)
@@ -105,4 +119,4 @@ def write_report(out: str | os.PathLike, results: list[EvalResult], data: BeirDa
         + (f"{paired}\n\n" if paired else "")
         + "![comparison](comparison.png)\n",
     )
-    return out
+    atomic_write(out / REPORT_MARKER, json.dumps({"written_by": "dreamir eval"}))

@@ -13,9 +13,9 @@ from dreamir.data.beir import load_corpus
 from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
 from dreamir.distributed import init_from_env
-from dreamir.eval.encoder import load_encoder
-from dreamir.eval.index import DenseIndex
 from dreamir.files import atomic_open
+from dreamir.retrieval.encoder import load_encoder
+from dreamir.retrieval.index import DenseIndex
 
 PARTS = "parts"  # subfolder of the index folder holding the shards' embeddings until they are merged
 
@@ -137,14 +137,16 @@ def merge_index(out: str | os.PathLike, factory: str = "exact", params: str = ""
     return index
 
 
-def search_index(folder: str | os.PathLike, query: str, k: int = 10, force: bool = False) -> list[dict]:
-    """Top-k documents for `query`. The query is encoded by the model the index was built with; if that
-    model's weights changed since (the folder was replaced), the search is refused unless `force`."""
+def search_index(
+    folder: str | os.PathLike, query: str, k: int = 10, force: bool = False, device: str = "cpu"
+) -> list[dict]:
+    """Top-k documents for `query`. The query is encoded (on `device`) by the model the index was built with; if
+    that model's weights changed since (the folder was replaced), the search is refused unless `force`."""
     index = DenseIndex.load(folder)
     model = index.meta["model"]
     if not model:
         raise ValueError(f"{folder} records no model to encode queries with (it was built from a retriever in memory)")
-    encoder = load_encoder(model)
+    encoder = load_encoder(model, device=device)
     built_with = index.meta.get("model_fingerprint")
     if built_with and encoder.fingerprint() != built_with and not force:
         raise ValueError(

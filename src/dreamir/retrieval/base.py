@@ -1,8 +1,10 @@
-"""What a model argument means, settled once: a spec → an `Encoder`.
+"""What a model argument means, settled once: a spec → a `ModelSpec` (kind, name, device, dtype), and the
+`Encoder` interface every retriever implements (`encoder.load_encoder` builds one from a spec).
 
 A spec is one of
 - "bm25" (lexical, bm25s);
-- "promptreps:NAME" / "diffretriever:NAME" (the zero-shot LLM retrievers, METHOD §3);
+- "promptreps:NAME" / "diffretriever:NAME" (the zero-shot LLM retrievers);
+- "rrf:A+B" / "fuse:W:A+B" (two specs' runs fused: `fusion.py`);
 - a dreamir run folder (its exported retriever);
 - anything else a dense retriever loads: an alias, a sentence-transformers or HF folder, a GGUF file,
   a hub name.
@@ -16,21 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
-from dreamir.eval.cache import encode_cached, retriever_fingerprint
-from dreamir.eval.metrics import Run
-from dreamir.eval.search import bm25_run, exact_topk, to_run
-from dreamir.models.retriever import Retriever
+from dreamir.retrieval.search import Run, exact_topk, to_run
 
-if TYPE_CHECKING:
-    from dreamir.zeroshot.retrieval import ZeroShotOptions
+ZERO_SHOT_METHODS = ("promptreps", "diffretriever")  # retrieval/zeroshot/retrieval.py implements them
 
-ZERO_SHOT_METHODS = ("promptreps", "diffretriever")  # zeroshot/retrieval.py implements them (imported lazily)
-
-Kind = Literal["bm25", "dense", "promptreps", "diffretriever"]
+Kind = Literal["bm25", "dense", "promptreps", "diffretriever", "fusion"]
 
 
 @dataclass(frozen=True)
@@ -38,22 +34,29 @@ class ModelSpec:
     kind: Kind
     name: str  # what to load: a run folder's exported retriever, the zero-shot method's model, the argument
     text: str  # the argument as the user wrote it
+    device: str = "cpu"  # where the model runs (dense and zero-shot encoders)
+    dtype: str = "fp32"
 
     @classmethod
-    def parse(cls, spec: str, check: bool = True) -> ModelSpec:
+    def parse(cls, spec: str, check: bool = True, device: str = "cpu", dtype: str = "fp32") -> ModelSpec:
         """Read a model argument. With `check`, a model that cannot be found fails now (in seconds, naming
         the aliases), before any data is loaded; nothing is loaded either way."""
         from dreamir.assets import resolve_model
 
         if spec.lower() == "bm25":
-            return cls("bm25", "bm25", spec)
+            return cls("bm25", "bm25", spec, device, dtype)
+        fused = split_fusion_spec(spec)
+        if fused is not None:  # both sides are specs of their own, checked the same way
+            for side in fused[2:]:
+                cls.parse(side, check, device, dtype)
+            return cls("fusion", spec, spec, device, dtype)
         method, sep, name = spec.partition(":")
         if sep and method.lower() in ZERO_SHOT_METHODS:
             if not name:
                 raise ValueError(f"'{spec}': give a model after the colon, e.g. {method}:smollm2-135m-instruct")
-            parsed = cls(method.lower(), name, spec)  # type: ignore[arg-type]
+            parsed = cls(method.lower(), name, spec, device, dtype)  # type: ignore[arg-type]
         else:
-            parsed = cls("dense", exported_retriever(spec), spec)
+            parsed = cls("dense", exported_retriever(spec), spec, device, dtype)
         if check:
             resolve_model(parsed.name)
         return parsed
@@ -105,59 +108,23 @@ class Encoder:
         return to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids, k)
 
 
-class DenseEncoder(Encoder):
-    """A dreamir `Retriever` (sentence-transformers underneath); document embeddings are cached on disk."""
-
-    def __init__(
-        self, retriever: Retriever, label: str = "", use_cache: bool = True, batch_size: int = 64, spec: str = ""
-    ) -> None:
-        self.retriever = retriever
-        self.label = label or retriever.source
-        self.spec = spec  # empty for a retriever built in memory: nothing loads it again by name
-        self.use_cache = use_cache
-        self.batch_size = batch_size
-
-    def encode_queries(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        return self.retriever.encode(texts, "query", self.batch_size, show_progress)
-
-    def encode_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        return encode_cached(self.retriever, texts, "document", self.batch_size, show_progress, self.use_cache)
-
-    def fingerprint(self) -> str:
-        return retriever_fingerprint(self.retriever)
-
-
-class BM25Encoder(Encoder):
-    """bm25s over the corpus at hand (stemmed, English stop-words); no vectors."""
-
-    label = spec = "bm25"
-
-    def retrieve(self, corpus, queries, k=100, ignore_identical_ids=True, show_progress=True) -> Run:
-        return bm25_run(corpus, queries, k, ignore_identical_ids)
-
-
-def load_encoder(
-    model: str | ModelSpec | Retriever | Encoder,
-    *,
-    zero_shot: ZeroShotOptions | None = None,
-    device: str = "cpu",
-    use_cache: bool = True,
-    label: str | None = None,
-) -> Encoder:
-    """The encoder for a model argument (or a retriever already in memory)."""
-    if isinstance(model, Encoder):
-        return model
-    if isinstance(model, Retriever):
-        return DenseEncoder(model, label or "", use_cache)
-    spec = model if isinstance(model, ModelSpec) else ModelSpec.parse(model)
-    if spec.kind == "bm25":
-        encoder: Encoder = BM25Encoder()
-    elif spec.is_zero_shot:
-        from dreamir.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever
-
-        encoder = ZeroShotRetriever(spec.kind, spec.name, zero_shot or ZeroShotOptions(device=device))
-    else:
-        encoder = DenseEncoder(Retriever.load(spec.name, device=device), spec.text, use_cache, spec=spec.name)
-    if label:
-        encoder.label = label
-    return encoder
+def split_fusion_spec(spec: str) -> tuple[str, float | None, str, str] | None:
+    """("rrf" | "fuse", weight, A, B) for a fusion spec; None for any other spec."""
+    method, sep, rest = spec.partition(":")
+    if not sep or method.lower() not in ("rrf", "fuse"):
+        return None
+    weight = None
+    if method.lower() == "fuse":
+        weight_text, sep, rest = rest.partition(":")
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise ValueError(
+                f"'{spec}': write fuse:W:A+B with a weight W in [0, 1], e.g. fuse:0.3:bm25+MODEL"
+            ) from None
+        if not sep or not 0.0 <= weight <= 1.0:
+            raise ValueError(f"'{spec}': write fuse:W:A+B with a weight W in [0, 1], e.g. fuse:0.3:bm25+MODEL")
+    first, plus, second = rest.partition("+")
+    if not plus or not first or not second:
+        raise ValueError(f"'{spec}': name two models joined by '+', e.g. {method}:bm25+all-minilm-l6-v2")
+    return method.lower(), weight, first, second

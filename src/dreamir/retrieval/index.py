@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamir.eval.search import exact_topk
 from dreamir.files import atomic_folder, fault_point, file_sha256, recover_interrupted_swap
+from dreamir.retrieval.search import exact_topk
 
 EXACT = "exact"
 
@@ -59,6 +59,9 @@ class DenseIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(doc_ids):
             raise ValueError(f"{len(doc_ids)} ids but vectors of shape {vectors.shape}")
+        if not np.isfinite(vectors).all():  # a NaN model's vectors would index silently and rank at random
+            bad = [doc_ids[i] for i in np.flatnonzero(~np.isfinite(vectors).all(axis=1))[:3]]
+            raise ValueError(f"refusing to index non-finite vectors (documents {', '.join(bad)}, …): is the model NaN?")
         if factory == EXACT:
             return cls(list(doc_ids), factory, params, vectors=vectors, meta=meta or {})
         faiss = _faiss()

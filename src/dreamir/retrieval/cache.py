@@ -21,6 +21,8 @@ from dreamir.models.retriever import Retriever, TextKind
 
 
 def retriever_fingerprint(retriever: Retriever) -> str:
+    """A hash of everything that changes the vectors: weights (and their dtype), tokenizer, pooling, prefixes,
+    maximum length. The embedding cache and an index's model check are keyed by it."""
     digest = hashlib.sha256()
     settings = {
         "query_prefix": retriever.query_prefix,
@@ -28,13 +30,40 @@ def retriever_fingerprint(retriever: Retriever) -> str:
         "max_seq_length": retriever.st.max_seq_length,
         "modules": [type(m).__name__ for m in retriever.st],
         "pooling": [getattr(m, "pooling_mode", None) for m in retriever.st],
+        "tokenizer": tokenizer_fingerprint(retriever.st.tokenizer),
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, tensor in retriever.st.state_dict().items():
-            digest.update(name.encode())
+            digest.update(f"{name}:{tensor.dtype}".encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:24]
+
+
+# Tokenizer settings that change the tokens (paths and names do not: a copy elsewhere is the same tokenizer)
+_TOKENIZER_SETTINGS = (
+    "do_lower_case",
+    "strip_accents",
+    "tokenize_chinese_chars",
+    "model_max_length",
+    "add_prefix_space",
+)
+
+
+def tokenizer_fingerprint(tokenizer: object) -> str:
+    """The tokenizer's full pipeline (normaliser, pre-tokeniser, vocabulary, post-processor) as the `tokenizers`
+    library serialises it, plus the settings that steer it."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if hasattr(backend, "to_str"):
+        pipeline = json.loads(backend.to_str())
+        for per_call in ("truncation", "padding"):  # set by each encode call, not part of the tokenizer
+            pipeline.pop(per_call, None)
+        serialised = json.dumps(pipeline, sort_keys=True)
+    else:
+        serialised = json.dumps(sorted(tokenizer.get_vocab().items()))
+    kwargs = getattr(tokenizer, "init_kwargs", {}) or {}
+    steering = {key: kwargs.get(key) for key in _TOKENIZER_SETTINGS}
+    return hashlib.sha256((serialised + json.dumps(steering, default=str)).encode()).hexdigest()[:24]
 
 
 def texts_fingerprint(texts: list[str]) -> str:

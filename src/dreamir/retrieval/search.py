@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dreamir.eval.metrics import Run
+Run = dict[str, dict[str, float]]  # query id → doc id → score
 
 
 def exact_topk(queries: np.ndarray, docs: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
