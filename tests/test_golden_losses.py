@@ -1,7 +1,7 @@
 """Golden values: every objective/teacher/anchor combination's loss and retriever gradient on the tiny models.
 
 The values in tests/data/golden_losses.safetensors were written by the code before the teachers-and-losses
-redesign (issue 33, commit a29e026: `python -m tests.test_golden_losses --write`, where a sum was
+redesign (issue 33, commit 584dce5: `python -m tests.test_golden_losses --write`, where a sum was
 `dream_distill.contrastive_weight` and the metric `loss` left out the anchor); the redesign reproduces them to 1e-6.
 A combination is named `<objective>[-variant]|<anchor>`; COMBINATIONS says how each is configured today.
 """
