@@ -16,11 +16,11 @@ step() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # The judge signal of the static track's 3,000 examples per dataset for the three judges (issue 17 item 5), real and
 # shuffled targets, each judge's heads selected label-free from SciFact's training texts: seconds per judge here,
-# then `bench/learn.py --config configs/learn-static.yaml` with the same --set keys trains every seed and control on
+# then `research/scripts/learn.py --config research/configs/learn-static.yaml` with the same --set keys trains every seed and control on
 # a CPU from the cached signal (runs/pipeline28.sh did so with the signal computed here on an H100; carry the
 # runs/judge-signal-* folders back). Needs the all-minilm-l6-v2 package beside the judges.
 for judge in qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct; do
-    step python3 -m dreamir.cli compare --config configs/learn-static.yaml --precompute --tf32 \
+    step python3 -m dreamir.cli compare --config research/configs/learn-static.yaml --precompute --tf32 \
         --set out="$runs/learn-static-3k" --set datasets.0.build.max_examples=3000 --set datasets.1.build.max_examples=3000 \
         --set base.device=cuda --set base.llm.name=$judge --set base.heads.file="$runs/signal/heads-$judge.json" \
         --set base.heads.detection_examples=64 --set base.train.batch_size=16 \
@@ -33,7 +33,7 @@ done
 # precomputed above). runs/pipeline33.sh and 36.sh ran this table with the 135M judge on the CPU.
 for index in 0 1; do
     dataset=$([ $index = 0 ] && echo scifact || echo nfcorpus)
-    online=(python3 bench/learn.py --config configs/learn-static.yaml --dataset $dataset --seeds 0 1 2
+    online=(python3 research/scripts/learn.py --config research/configs/learn-static.yaml --dataset $dataset --seeds 0 1 2
         --set base.device=cuda --set datasets.$index.train_data="$runs/learn-static-3k/$dataset/train.jsonl"
         --set base.data.max_examples=1000 --set base.train.max_steps=125 --set base.llm.name=qwen2.5-coder-1.5b-instruct
         --set base.heads.file="$runs/signal/heads-qwen2.5-coder-1.5b-instruct.json"
@@ -64,10 +64,10 @@ step python3 bench/dev_study.py --device cuda --work "$runs/dev-study-gpu" --out
 # variant chosen on dev with the 135M judge, τ_J 0.5 kept), 3 seeds beside the control; the judge's
 # signal is computed once per example on the GPU. Needs the assembled 1.5B GGUF and this judge's label-free
 # head selection, runs/signal/heads-qwen2.5-coder-1.5b-instruct.json (written by
-# bench/dream_signal.py; carry it). Before training, `python3 bench/teacher_proxy.py` on its cached
+# research/scripts/dream_signal.py; carry it). Before training, `python3 research/scripts/teacher_proxy.py` on its cached
 # signal (with the same --set keys) says whether this judge is a better teacher than the start (label-free).
 for dataset in scifact nfcorpus; do
-    step python3 bench/learn.py --config configs/learn-dev.yaml --dataset "$dataset" \
+    step python3 research/scripts/learn.py --config research/configs/learn-dev.yaml --dataset "$dataset" \
         --variant distill-judge-and-start-qwen1.5b --set out="$runs/learn-dev-qwen1.5b" --set base.device=cuda \
         --set base.llm.name=qwen2.5-coder-1.5b-instruct --set base.heads.file=runs/signal/heads-qwen2.5-coder-1.5b-instruct.json \
         --set base.dream_distill.teacher=judge_and_start \
@@ -77,7 +77,7 @@ done
 # so the CPU runs stop at 3,000; here every chunk of the corpus (up to 20,000) gets a real and a shuffled-target
 # signal, then 3 seeds of DREAM-distill, its control and InfoNCE train the static retriever (2 epochs).
 for index in 0 1; do
-    step python3 bench/learn.py --config configs/learn-static.yaml --dataset "$([ $index = 0 ] && echo scifact || echo nfcorpus)" \
+    step python3 research/scripts/learn.py --config research/configs/learn-static.yaml --dataset "$([ $index = 0 ] && echo scifact || echo nfcorpus)" \
         --variant static-20k-gpu --set out="$runs/learn-static-20k-gpu" --set base.device=cuda \
         --set datasets.$index.build.max_examples=20000 --set base.train.max_steps=5000 \
         --set base.heads.file="$runs/signal/heads-smollm2-135m-instruct.json" \

@@ -10,6 +10,7 @@ from dreamir.config import ConfigError
 from dreamir.data.training import load_examples
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))  # appended: no bench shadows a package
+sys.path.append(str(Path(__file__).resolve().parents[1] / "research" / "scripts"))
 from _results import run_main
 
 

@@ -248,7 +248,7 @@ def test_compare_protocol_seeds_control_and_paired_tests(tmp_path, tiny_llm_dir,
     report = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| tiny | infonce | untrained start |" in report and "| tiny | infonce | infonce-shuffled |" in report
     assert "(2 seeds)" in report
-    # what run_compare returns (bench/learn.py and bench/compare.py record it) is what compare.json holds
+    # what run_compare returns (research/scripts/learn.py and bench/compare.py record it) is what compare.json holds
     from dreamir.apps.compare import load_compare_config, run_compare
 
     assert run_compare(load_compare_config(path), report_only=True)["tiny"] == rows

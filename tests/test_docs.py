@@ -1,8 +1,8 @@
 """The documentation is tested: every `dreamir …` command in README.md and docs/*.md is parsed by the real
 command-line parser (a renamed or removed flag fails here), every `--set KEY=VALUE` names a config key that
-exists, every `python bench/….py` script exists and accepts the flags shown, and every file under configs/ the
-docs name exists. Commands are checked, not run: what they do is covered by the other tests (the quickstart
-end to end in test_integration_smollm2.py)."""
+exists, every `python bench/….py` (or `research/scripts/….py`) script exists and accepts the flags shown, and
+every config file the docs name exists. Commands are checked, not run: what they do is covered by the other
+tests (the quickstart end to end in test_integration_smollm2.py)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def documented_commands(prefix: str) -> list[tuple[str, list[str]]]:
 
 
 DREAMIR = documented_commands("dreamir ")
-BENCH = [(w, argv) for w, argv in documented_commands("python bench/")]
+BENCH = documented_commands("python bench/") + documented_commands("python research/scripts/")
 
 
 def test_the_docs_show_commands():
@@ -85,7 +85,7 @@ def test_documented_bench_command_exists_and_takes_its_flags(where, argv):
 
 
 def test_config_files_the_docs_name_exist():
-    named = {m for doc in DOCS for m in re.findall(r"configs/[\w.-]+\.yaml", doc.read_text())}
+    named = {m for doc in DOCS for m in re.findall(r"(?<![\w/])(?:research/)?configs/[\w.-]+\.yaml", doc.read_text())}
     assert named and [name for name in sorted(named) if not (ROOT / name).is_file()] == []
 
 

@@ -216,3 +216,22 @@ def test_static_retriever_trains_resumes_and_exports(tmp_path, tiny_llm_dir, tin
     torch.testing.assert_close(resumed.retriever.st[0].embedding.weight, end)
     log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]  # steps 1–2 came from the checkpoint, not a rerun
+
+
+def test_training_writes_tensorboard_events_and_a_plot_of_loss_and_tau(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    """TensorBoard's own event reader finds one `loss` and one `tau` scalar per step; training.png is written."""
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'dreamir[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dreamir.config import load_config
+    from dreamir.trainer import Trainer
+
+    overrides = {"train.objective": "infonce", "infonce.learn_temperature": True}
+    config = load_config(write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "board", steps=3), overrides)
+    Trainer(config, show_progress=False).train()
+    events = EventAccumulator(str(tmp_path / "board" / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("loss")] == [1, 2, 3]
+    logged = [json.loads(line) for line in (tmp_path / "board" / "log.jsonl").read_text().splitlines()]
+    assert [e.value for e in events.Scalars("tau")] == pytest.approx([row["tau"] for row in logged])
+    assert (tmp_path / "board" / "training.png").stat().st_size > 1000

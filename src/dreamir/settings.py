@@ -129,6 +129,8 @@ class TrainConfig(StrictConfig):
     # Recompute layer activations in the backward pass (the retriever's backbone and the frozen LLM's
     # [q][y] graph segment) instead of keeping them: less memory, one more forward, same gradients.
     gradient_checkpointing: bool = False
+    # Training metrics also as TensorBoard event files in run_dir/tensorboard (when tensorboard is installed).
+    tensorboard: bool = Field(True, json_schema_extra=tagged(NO_EFFECT))
 
 
 class RunSettings(StrictConfig):

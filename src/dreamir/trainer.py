@@ -14,6 +14,7 @@ so an interrupted run ends with the same weights as an uninterrupted one with th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -342,7 +343,8 @@ class Trainer:
             disable=not self.show_progress,
         )
         log_path = self.run_dir / "log.jsonl" if self.group.is_main else Path(os.devnull)
-        with open(log_path, "a") as log_file:
+        board = tensorboard_writer(self.run_dir, self.step) if self.group.is_main and tc.tensorboard else None
+        with open(log_path, "a") as log_file, contextlib.closing(board) if board else contextlib.nullcontext():
             while self.step < tc.max_steps:
                 t0 = time.perf_counter()
                 metrics = self._optimizer_step()
@@ -362,6 +364,10 @@ class Trainer:
                     )
                 log_file.write(json.dumps(metrics) + "\n")
                 log_file.flush()
+                if board is not None:
+                    for key, value in metrics.items():
+                        if key != "step":
+                            board.add_scalar(key, value, self.step)
                 losses.append(metrics["loss"])
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", ex_s=f"{metrics['examples_per_s']:.2f}")
                 bar.update(1)
@@ -381,6 +387,7 @@ class Trainer:
         retriever_dir = self.run_dir / "retriever"
         if self.group.is_main:
             export_with_heads(self.retriever, self.run_dir, retriever_dir)
+            plot_training(self.run_dir / "log.jsonl", self.run_dir / "training.png")
         self.group.barrier()
         quarter = max(1, len(losses) // 4)
         return TrainResult(
@@ -432,6 +439,45 @@ class Trainer:
                     if name in self.ema:
                         self.ema[name].lerp_(p.detach(), 1 - decay)
         return totals
+
+
+def tensorboard_writer(run_dir: Path, step: int):
+    """A TensorBoard `SummaryWriter` on run_dir/tensorboard when tensorboard is installed, else None. A resumed run
+    purges the events after its checkpoint's `step` (they are trained again)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed: training metrics go to log.jsonl only")
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=step + 1 if step else None)
+
+
+def plot_training(log_path: Path, out: Path) -> Path | None:
+    """Loss per step (each term of a sum too) and τ where the objective has one, from log.jsonl, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.exists() else []
+    if not rows:
+        return None
+    steps = [row["step"] for row in rows]
+    losses = sorted(key for key in rows[-1] if key == "loss" or key.startswith("loss_"))
+    panels = [losses] + ([["tau"]] if "tau" in rows[-1] else [])
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.2), squeeze=False)
+    for axis, keys in zip(axes[0], panels, strict=True):
+        for key in keys:
+            axis.plot(steps, [row.get(key, float("nan")) for row in rows], label=key)
+        axis.set_xlabel("step")
+        axis.set_title("τ" if keys == ["tau"] else "loss")
+        if len(keys) > 1:
+            axis.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_open(out, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
+    plt.close(figure)
+    return out
 
 
 class NonFiniteTraining(ValueError):

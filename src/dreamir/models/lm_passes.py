@@ -7,7 +7,7 @@
 - `document_cache`: those document keys/values, optionally kept across epochs in a `DocumentKVStore`;
 - `candidate_nll`: REPLUG's ℓ_i, the target NLL with one candidate alone in a plain causal context;
 - `weight_gradient`: the judge's gradient over an example's candidates at uniform weights (the signal
-  that online DREAM follows, and that DREAM-distill and bench/dream_signal.py read).
+  that online DREAM follows, and that DREAM-distill and research/scripts/dream_signal.py read).
 """
 
 from __future__ import annotations

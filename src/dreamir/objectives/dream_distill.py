@@ -14,7 +14,7 @@ candidates first, so τ_J does not depend on the judge's loss scale.
 
 `teacher: judge_and_start` distils P_T ∝ P_start · P_J instead (Product(Start, JudgeGradient); P_start =
 softmax(s_start/τ) from a frozen copy of the starting retriever): the judge re-ranks what the start
-already believes rather than replacing it (`bench/teacher_proxy.py` measures, label-free, how often
+already believes rather than replacing it (`research/scripts/teacher_proxy.py` measures, label-free, how often
 each teacher's favourite is a chunk of the query's own document).
 
 The judge pass is online DREAM's own: the `heads:` set (selected as for `dream`) and `dream.mode` /

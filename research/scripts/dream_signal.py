@@ -1,6 +1,6 @@
 """Can a frozen judge's signal train a retriever? A forward/backward study on training data, per judge and recipe.
 
-    python bench/dream_signal.py --llm qwen2.5-coder-1.5b-instruct --data runs/signal/scifact-title.jsonl \
+    python research/scripts/dream_signal.py --llm qwen2.5-coder-1.5b-instruct --data runs/signal/scifact-title.jsonl \
         --heads runs/signal/heads-qwen2.5-coder-1.5b-instruct.json [--examples 96] [--recipe title]
 
 For a seeded sample of training examples (label-free: built from a corpus, no queries or qrels read),
@@ -29,12 +29,14 @@ import argparse
 import math
 import random
 import statistics
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benches' result helpers
 from _results import read_result, write_result
 from dreamir.data.training import load_examples, tokenize_examples
 from dreamir.heads import load_heads, select_heads_label_free
@@ -46,7 +48,7 @@ from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import candidate_scores
 from dreamir.settings import TokenLimits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FOCUS = 0.999  # weight on the chosen candidate; the rest share 0.001 (a true one-hot is log 0 = −inf)
 
 

@@ -1,6 +1,6 @@
 """Does a trained run gain on the queries whose relevant documents it trained on? A dev-only analysis.
 
-    python bench/coverage_split.py --config configs/learn-dev.yaml --dataset scifact \
+    python research/scripts/coverage_split.py --config research/configs/learn-dev.yaml --dataset scifact \
         --set out=runs/learn-dev-poe --set base.dream_distill.teacher=judge_and_start
 
 Splits a dev study's queries into those with a relevant document that some training example was cut
@@ -16,8 +16,10 @@ it) and the runs' stored per-query scores; trains and encodes nothing. Writes `-
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benches' result helpers
 from _results import read_result, run_main, write_result
 from dreamir.apps.compare import load_compare_config, training_data_path
 from dreamir.apps.compare.results import PER_QUERY, finished_result, finished_run
@@ -25,12 +27,12 @@ from dreamir.config import parse_override
 from dreamir.data.training import load_examples
 from dreamir.evaluation.significance import paired_test, pooled
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs/learn-dev.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "research/configs/learn-dev.yaml"))
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a compare key")
     parser.add_argument("--out", default=str(ROOT / "bench/results/coverage_split.json"))

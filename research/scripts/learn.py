@@ -1,6 +1,6 @@
 """Does DREAM learn? The protocol on dev data: seeds, the shuffled-targets control, paired tests.
 
-    python bench/learn.py --config configs/learn-dev.yaml [--variant NAME] [--set key=value ...]
+    python research/scripts/learn.py --config research/configs/learn-dev.yaml [--variant NAME] [--set key=value ...]
 
 Runs (or continues) `dreamir compare` with the config — every objective at each seed beside its
 shuffled-targets control, evaluated on the dev split against the untrained start — then writes
@@ -13,13 +13,15 @@ fractions; p from the paired randomization test over queries with per-query scor
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benches' result helpers
 from _results import read_result, run_main, write_result
 from dreamir.apps.compare import CONTROL_SUFFIX, load_compare_config, run_compare
 from dreamir.config import parse_override
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def dataset_entry(rows: dict, objective: str) -> dict:
@@ -44,7 +46,7 @@ def dataset_entry(rows: dict, objective: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs/learn-dev.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "research/configs/learn-dev.yaml"))
     parser.add_argument("--variant", default=None, help="record under variants[NAME] instead of dev")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a compare key")
     parser.add_argument("--out", default=str(ROOT / "bench/results/learn.json"))

@@ -1,9 +1,9 @@
 """Did the student learn its teacher's task, and does that carry to unseen documents? A label-free check.
 
-    python bench/student_proxy.py --data HELD_OUT.jsonl --exclude TRAIN.jsonl \
+    python research/scripts/student_proxy.py --data HELD_OUT.jsonl --exclude TRAIN.jsonl \
         --retriever start=all-minilm-l6-v2 --retriever dream=runs/.../dream_distill/retriever [...]
 
-`bench/teacher_proxy.py` asks which teacher to distil: how often its favourite candidate of a
+`research/scripts/teacher_proxy.py` asks which teacher to distil: how often its favourite candidate of a
 self-supervised example is a chunk of the query's own document. This asks the same of trained
 retrievers (the students): on examples whose source document no training example came from
 (`--exclude` names the training data), does a student pick an own-document chunk more often than the
@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benches' result helpers
 from _results import read_result, run_main, write_result
 from dreamir.data.training import Example, load_examples
 from dreamir.evaluation.significance import paired_test
 from dreamir.models.retriever import Retriever
 from dreamir.objectives.base import candidate_scores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def usable(examples: list[Example]) -> list[tuple[Example, list[int]]]:

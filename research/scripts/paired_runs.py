@@ -2,10 +2,11 @@
 InfoNCE), each group's per-query nDCG@10 averaged over its runs (seeds) first — as `dreamir compare` does.
 
     cd runs/learn-static-3k-qwen1.5b/scifact
-    python ../../../bench/paired_runs.py --a 'infonce*' --b dream_distill 'dream_distill-seed*'
+    python ../../../research/scripts/paired_runs.py --a 'infonce*' --b dream_distill 'dream_distill-seed*'
 
-Each argument is a run folder (or a glob of them) holding a `result.json` from `dreamir compare` / `bench/learn.py`,
-or a baseline's JSON (`untrained.json`, `bm25.json`). Prints b − a: mean difference ×100 [95% bootstrap CI],
+Each argument is a run folder (or a glob of them) holding a `result.json` from `dreamir compare` /
+`research/scripts/learn.py`, or a baseline's JSON (`untrained.json`, `bm25.json`). Prints b − a: mean
+difference ×100 [95% bootstrap CI],
 p of the paired randomization test over the queries both groups scored.
 """
 
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benches' result helpers
 from _results import run_main
 from dreamir.apps.compare import run_result
 from dreamir.evaluation.significance import paired_test, pooled

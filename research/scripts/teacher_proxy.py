@@ -1,6 +1,7 @@
 """Which teacher should the retriever learn from? A label-free check on the training examples themselves.
 
-    python bench/teacher_proxy.py --config configs/learn-dev.yaml --dataset scifact [--set KEY=VALUE ...]
+    python research/scripts/teacher_proxy.py --config research/configs/learn-dev.yaml --dataset scifact \
+        [--set KEY=VALUE ...]
 
 Every self-supervised example's query is a span of some document; its candidates are BM25's top chunks
 of the corpus (in BM25's order), some of them from that same document. No query or qrel of the
@@ -19,10 +20,12 @@ bench/results/teacher_proxy.json under "JUDGE | DATASET | RECIPE".
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benches' result helpers
 from _results import read_result, run_main, write_result
 from dreamir.apps.compare import load_compare_config, run_config, training_data
 from dreamir.config import parse_override
@@ -34,13 +37,13 @@ from dreamir.objectives.base import candidate_scores
 from dreamir.objectives.dream_distill import DreamDistillObjective
 from dreamir.objectives.teachers import standardised
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JUDGE_TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs/learn-dev.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "research/configs/learn-dev.yaml"))
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a compare key")
     parser.add_argument("--compute-missing", action="store_true", help="run the judge for examples not cached")
