@@ -197,8 +197,8 @@ def test_measured_on_names_methods_only_where_a_dataset_mixes_devices():
         "compare-adapt-epoch.yaml",
         "compare-scratch.yaml",
         "compare-scratch-epoch.yaml",
-        "learn-dev.yaml",
-        "learn-scratch.yaml",
+        "../research/configs/learn-dev.yaml",
+        "../research/configs/learn-scratch.yaml",
     ],
 )
 def test_shipped_compare_configs_validate_for_every_objective(name, tmp_path):
