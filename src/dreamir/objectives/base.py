@@ -1,11 +1,12 @@
 """What every training objective shares: how it is built, its output, the retriever's candidate scores.
 
-An objective is a plug-in (sentence-transformers' losses are the model): a small class configured by
-its own config section, called with a micro-batch of examples (text) and their frozen-LLM token ids,
-returning a loss whose gradient trains the retriever (and, for Revela with a trained LM, its LoRA).
-The trainer never names an objective: it looks the class up in `dreamir.objectives.OBJECTIVES`,
-loads the frozen LLM when the class says it `needs_llm`, and calls `build`, where the objective
-prepares what else it needs (DREAM: its head set and document cache).
+An objective is a plug-in loss (an `nn.Module`, as sentence-transformers' losses are): a small class configured
+by its own config section, called with a micro-batch of examples (text) and their frozen-LLM token ids,
+returning a loss whose gradient trains the retriever (and the loss's own parameters: a learnable τ, Revela's
+LM adapters). The trainer never names an objective: `dreamir.objectives.build_objective` reads
+`train.objective` (a name in `OBJECTIVES` or a weighted sum of them), calls each class's `build`, where the
+objective prepares what else it needs (DREAM: its head set and document cache), and adds the anchor term; the
+trainer loads the frozen LLM when any term `needs_llm`.
 """
 
 from __future__ import annotations
