@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from dreamir.config import ConfigError, RunConfig, load_config, parse_override, set_dotted
 from dreamir.data.jsonl import DataError
 from dreamir.data.text import BuildConfig
+from dreamir.evaluation.check import CheckConfig
 from dreamir.files import refuse_output_over_inputs
 from dreamir.objectives import OBJECTIVES
 from dreamir.settings import HeadsConfig
@@ -49,6 +50,17 @@ BUILD_FLAGS = {
     "--device": "questions.device",
 }
 HEADS_FLAGS = {"--num-examples": "detection_examples", "--k": "count", "--method": "scoring"}
+CHECK_FLAGS = {
+    "--sample": "sample",
+    "--seed": "seed",
+    "--passage-words": "passage_words",
+    "--min-words": "min_words",
+    "--max-copied-words": "max_copied_words",
+    "--near-duplicate": "near_duplicate",
+    "--writer": "writer.llm",
+    "--writer-batch-size": "writer.batch_size",
+    "--questions-cache": "writer.cache",
+}
 
 
 def schema_field(model: type[BaseModel], key: str):
@@ -184,6 +196,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from dreamir.trainer import Trainer
 
     config = _config_from_args(args)
+    check = _prepare_check(config, args.check) if args.check else None  # a bad corpus fails before training
     _apply_tf32(args)
     trainer = Trainer(config)
     if args.precompute:
@@ -195,6 +208,37 @@ def _cmd_train(args: argparse.Namespace) -> None:
         f"{result.loss_start:.4f} (first quarter of steps) → {result.loss_end:.4f} (last quarter)\n"
         f"exported retriever: {result.retriever_dir}"
     )
+    if check is not None:
+        _check_against_start(config, result.retriever_dir, *check)
+
+
+def _prepare_check(config: RunConfig, corpus_path: str) -> tuple[dict[str, str], str | None]:
+    """`train --check CORPUS`, read before training: the corpus, and the training data if it names the source
+    documents to leave out (otherwise every document may be asked about, and the run says so)."""
+    from dreamir.evaluation.check import load_check_corpus, training_documents
+
+    corpus = load_check_corpus(corpus_path)
+    try:
+        training_documents(config.data.train, corpus)
+    except DataError as err:
+        print(f"[dreamir] --check: {err}; no document is left out of the check")
+        return corpus, None
+    return corpus, config.data.train
+
+
+def _check_against_start(config: RunConfig, trained: Any, corpus: dict[str, str], train_data: str | None) -> None:
+    """The label-free check of the trained retriever against its start, so a training ends with an answer."""
+    from pathlib import Path
+
+    from dreamir.evaluation.check import run_check
+    from dreamir.trainer import build_retriever
+
+    start = build_retriever(config)  # the start as training began (the run's seed, before any step)
+    start.eval()
+    out = Path(config.run_dir) / "check"
+    names = [f"start ({config.retriever.name})", "trained"]
+    result = run_check(corpus, [start, str(trained)], train_data=train_data, out=out, names=names)
+    print("\n".join(result.lines()) + f"\ncheck report: {out}")
 
 
 def _add_tf32(p: argparse.ArgumentParser) -> None:
@@ -331,6 +375,30 @@ def _cmd_search(args: argparse.Namespace) -> None:
         print(f"{rank:3d}  {hit['score']:.4f}  {hit['doc_id']}  {hit['snippet']}")
 
 
+def _cmd_check(args: argparse.Namespace) -> None:
+    from dreamir.evaluation.check import CheckConfig, run_check
+    from dreamir.evaluation.report import format_table
+    from dreamir.retrieval.base import ModelSpec
+
+    if args.out:
+        refuse_output_over_inputs(args.out, args.corpus, *args.model, *([args.train_data] if args.train_data else []))
+    if len(set(args.model)) < len(args.model):
+        twice = sorted({m for m in args.model if args.model.count(m) > 1})
+        raise ValueError(f"--model {', '.join(twice)} given twice: each model once, please")
+    values = schema_values(args, CHECK_FLAGS)
+    if args.device:
+        values["writer.device"] = args.device
+    config = CheckConfig.model_validate(nested(values))
+    specs = [ModelSpec.parse(model, device=args.device or "cpu") for model in args.model]
+    result = run_check(args.corpus, specs, config, args.train_data, args.out, use_cache=not args.no_cache)
+    print(format_table(result.results, f"label-free check: {len(result.queries.queries)} written questions"))
+    print(f"questions: {result.queries.stats.summary()}")
+    print()
+    print("\n".join(result.lines()))
+    if args.out:
+        print(f"report: {args.out}")
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> None:
     from dreamir.apps.quickstart import run_quickstart
 
@@ -399,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument(
+        "--check",
+        metavar="CORPUS",
+        help="after training, run the label-free check (`dreamir check`) of the trained retriever against its "
+        "start on this corpus (JSONL or BEIR folder); report in RUN_DIR/check",
+    )
+    p.add_argument(
         "--allow-config-change",
         action="store_true",
         help="with --resume: accept settings that differ from the checkpoint's (default: refuse, listing them)",
@@ -456,6 +530,30 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_argument("--templates", help="prompt templates YAML (default: the packaged zeroshot_templates.yaml)")
     zs.add_argument("--trust-remote-code", action="store_true", help="allow Dream / LLaDA remote model code")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "check", help="did training help? compare retrievers on questions an LLM writes about your corpus (no labels)"
+    )
+    p.add_argument("--corpus", required=True, help="corpus JSONL ({'_id', 'text', 'title'?}) or a BEIR folder")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="any model `dreamir eval` takes; repeatable, the first is the baseline",
+    )
+    p.add_argument("--train-data", help="the training JSONL behind the models: its sources are not asked about")
+    p.add_argument("--out", help="folder for check.json, check.md and the written questions")
+    p.add_argument("--no-cache", action="store_true", help="re-encode even if cached embeddings exist")
+    p.add_argument("--device", help="where the writer and the models run (default: cpu)")
+    add_schema_flags(
+        p,
+        CheckConfig,
+        CHECK_FLAGS,
+        sample="documents that get a question",
+        writer="the instruct LLM that writes the questions",
+        questions_cache="JSONL cache of written questions (resumable)",
+    )
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("compare", help="train every objective on the same data and budget; one table + plot")
     p.add_argument("--config", required=True, help="comparison YAML (see configs/compare-*.yaml)")
