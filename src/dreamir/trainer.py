@@ -48,7 +48,7 @@ from dreamir.data.training import (
     shuffled_targets,
     tokenize_examples,
 )
-from dreamir.distributed import init_from_env
+from dreamir.distributed import LossStep, init_from_env
 from dreamir.files import atomic_open, atomic_write, exclusive_lock
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.retriever import Retriever
@@ -144,6 +144,8 @@ class Trainer:
         # The run's loss (its objective, or their weighted sum, plus the anchor): built before any checkpoint is
         # loaded, since the anchor and the judge-and-start teacher hold the start, not a resumed state.
         self.objective = build_objective(context)
+        # what each micro-batch calls: the loss, inside DistributedDataParallel when several processes train
+        self.loss_step = self.group.wrap(LossStep(self.retriever, self.objective), config.device)
         tc = config.train
         # Built before any checkpoint is loaded (a resume overwrites the EMA with its saved state).
         self.ema: dict[str, torch.Tensor] = (
@@ -179,18 +181,22 @@ class Trainer:
         return max(0.0, (tc.max_steps - step) / remaining) if remaining > 0 else 1.0
 
     def _micro_batch(self, index: int) -> list[int]:
-        """This process's example indices of global micro-batch `index`.
+        """This process's example indices of global micro-batch `index` (= step × grad_accum + micro).
 
-        A fresh seeded permutation each epoch; a global batch holds batch_size × world_size examples
-        and each rank takes its slice, so the data seen does not depend on the number of processes.
+        A fresh seeded permutation each epoch. An optimiser step takes batch_size × world_size × grad_accum
+        consecutive examples of it (a last partial step's worth is dropped), each micro-batch the next
+        batch_size × world_size and each rank its slice: the data a step sees does not depend on how its batch
+        is split over processes and micro-batches.
         """
-        size = self.config.train.batch_size
+        tc = self.config.train
+        size, accum = tc.batch_size, tc.grad_accum
         global_size = size * self.group.world_size
-        per_epoch = max(1, len(self.examples) // global_size)  # a last partial batch is dropped
-        epoch, within = divmod(index, per_epoch)
+        step, micro = divmod(index, accum)
+        per_epoch = max(1, len(self.examples) // (global_size * accum))  # optimiser steps per epoch
+        epoch, within = divmod(step, per_epoch)
         order = list(range(len(self.examples)))
         random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
-        start = within * global_size + self.group.rank * size
+        start = (within * accum + micro) * global_size + self.group.rank * size
         return order[start : start + size]
 
     # ------------------------------------------------------------------ checkpoints
@@ -420,12 +426,12 @@ class Trainer:
         for micro in range(tc.grad_accum):
             idx = self._micro_batch(self.step * tc.grad_accum + micro)
             batch = [self.examples[i] for i in idx]
-            out = self.objective(batch, [self.tokenized[i] for i in idx])
-            (out.loss / tc.grad_accum).backward()
+            with self.group.accumulating(self.loss_step, more_to_come=micro < tc.grad_accum - 1):
+                out = self.loss_step(batch, [self.tokenized[i] for i in idx])
+                (out.loss / tc.grad_accum).backward()
             for key, value in out.metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / tc.grad_accum
         params = self._trainable()
-        self.group.average_gradients(params)
         self._check_finite(totals, params)
         totals = {key: self.group.average(value) for key, value in totals.items()}
         if tc.max_grad_norm is not None:
