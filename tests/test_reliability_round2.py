@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -239,3 +242,277 @@ def test_an_eval_report_interrupted_midway_leaves_the_old_report_whole(tmp_path,
         report.write_report(out, [second], data, "test")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report.") and p.suffix == ".tmp"] == []
+
+
+@pytest.mark.parametrize(
+    ("objective", "heads_file", "message"),
+    [
+        ("dream", {"llm": "qwen", "num_layers": 28, "num_heads": 12, "selected": [[29, 0]]}, "made for an LLM"),
+        ("dream_distill", {"selected": [[99, 0]]}, r"heads \[\(99, 0\)\] are outside the frozen LLM"),
+        ("dream_distill", {"selected": [[0, 99]]}, r"heads \[\(0, 99\)\] are outside"),
+        ("dream", {"selected": [[-1, -1]]}, r"heads \[\(-1, -1\)\] are outside"),
+    ],
+)
+def test_a_head_set_that_does_not_fit_the_llm_is_refused_before_any_model_loads(
+    tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch, capsys, objective, heads_file, message
+):
+    """Issue 34 item 10: one validation of a head set against the LLM's shape (read from its config), before the
+    LLM or the retriever is loaded, for every objective that reads heads."""
+    from dreamir.cli import main
+    from dreamir.models import frozen_lm, retriever
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the head set was checked")
+
+    monkeypatch.setattr(frozen_lm.FrozenLM, "load", classmethod(must_not_load))
+    monkeypatch.setattr(retriever.Retriever, "load", classmethod(must_not_load))
+    heads = tmp_path / "heads.json"
+    ranking = [{"layer": lay, "head": h, "score": 1.0} for lay, h in heads_file["selected"]]
+    heads.write_text(json.dumps({**heads_file, "ranking": ranking}))
+    data = write_train_data(tmp_path / "train.jsonl", n=6)
+    argv = ["train", "--run-dir", str(tmp_path / "run"), "--llm", str(tiny_llm_dir), "--retriever"]
+    argv += [str(tiny_encoder_dir), "--data", str(data), "--objective", objective, "--heads", str(heads)]
+    assert main([*argv, "--set", "heads.count=1"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+# 11. search after the corpus file was edited ---------------------------------------------------------------
+def test_search_shows_the_text_it_indexed_after_the_corpus_file_changed(tmp_path, tiny_encoder_dir):
+    from dreamir.retrieval.indexing import build_index, search_index
+
+    data = make_beir(tmp_path / "b")
+    corpus = data / "corpus.jsonl"
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    build_index(data, str(tiny_encoder_dir), tmp_path / "idx", show_progress=False)
+    texts = {r["_id"]: f"{r.get('title', '')} {r['text']}".strip() for r in rows}
+    rotated = [{**r, "title": "", "text": rows[(i + 1) % len(rows)]["text"]} for i, r in enumerate(rows)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rotated))  # ids kept, texts moved
+    hits = search_index(tmp_path / "idx", "scurvy", k=len(rows))
+    assert hits and all(hit["snippet"] == texts[hit["doc_id"]][:100] + ("…" if len(texts[hit["doc_id"]]) > 100 else "")
+                        for hit in hits)  # fmt: skip
+
+
+# 19. index parts: damaged, from another corpus, missing ----------------------------------------------------
+def test_index_part_problems_name_the_part_and_what_differs(tmp_path, tiny_encoder_dir, capsys):
+    from dreamir.cli import main
+
+    data, other = make_beir(tmp_path / "b"), make_beir(tmp_path / "other")
+    out = tmp_path / "idx"
+    index = ["index", "--model", str(tiny_encoder_dir), "--out", str(out)]
+    assert main([*index, "--data", str(data), "--shard", "1/2"]) == 0
+    assert main([*index, "--data", str(other), "--shard", "2/2"]) == 0
+    assert main(["index", "--out", str(out), "--merge"]) == 2
+    err = capsys.readouterr().err
+    assert "part 2 and part 1 come from different corpora" in err and str(other / "corpus.jsonl") in err
+    assert main([*index, "--data", str(data), "--shard", "2/2"]) == 0
+    part = out / "parts" / "part-00002-of-00002.npz"
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # truncated (a copy cut short)
+    assert main(["index", "--out", str(out), "--merge"]) == 2
+    assert f"{part}: damaged or truncated index part" in capsys.readouterr().err
+    part.unlink()
+    assert main(["index", "--out", str(out), "--merge"]) == 2
+    assert "parts [2] of 2 are missing" in capsys.readouterr().err
+
+
+# 20. deep JSON, a torn log line, a dangling symlink output, a FIFO or device as the corpus ------------------
+def test_json_nested_too_deeply_names_file_and_line(tmp_path):
+    from dreamir.data.jsonl import DataError, iter_jsonl
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"query": "q"}\n' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "\n")
+    with pytest.raises(DataError, match=r"train.jsonl, line 2: JSON nested too deeply"):
+        list(iter_jsonl(path))
+
+
+def test_a_log_line_cut_short_does_not_block_resume(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    trainer = tiny_trainer(tmp_path, tiny_llm_dir, tiny_encoder_dir, steps=4)
+    trainer.train()
+    log_path = tmp_path / "run" / "log.jsonl"
+    with open(log_path, "a") as handle:
+        handle.write('{"loss": 0.5, "st')  # the write a kill cut short
+    resumed = tiny_trainer(tmp_path, tiny_llm_dir, tiny_encoder_dir, steps=6)
+    assert resumed.train(resume=True).steps == 6
+    assert [json.loads(line)["step"] for line in log_path.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    log_path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    from dreamir.data.jsonl import DataError
+    from dreamir.trainer import read_log
+
+    with pytest.raises(DataError, match=r"log.jsonl, line 2: not a JSON log row"):
+        read_log(log_path)
+
+
+def test_an_output_that_is_a_dangling_symlink_is_named(tmp_path, tiny_encoder_dir, capsys):
+    from dreamir.cli import main
+
+    data = make_beir(tmp_path / "b")
+    (tmp_path / "idx").symlink_to(tmp_path / "gone")
+    assert main(["index", "--data", str(data), "--model", str(tiny_encoder_dir), "--out", str(tmp_path / "idx")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'idx'} is a symbolic link to {tmp_path / 'gone'}, which does not exist" in err
+    assert ".tmp" not in err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_a_device_as_the_corpus_is_named_not_read(tmp_path, capsys, kind):
+    from dreamir.cli import main
+
+    folder = make_beir(tmp_path / "b")
+    corpus = folder / "corpus.jsonl"
+    corpus.unlink()
+    if kind == "fifo":
+        os.mkfifo(corpus)  # reading it would block forever
+    else:
+        corpus.symlink_to("/dev/zero")  # reading it would never end
+    assert main(["build-data", "--corpus", str(folder), "--out", str(tmp_path / "t.jsonl")]) == 2
+    assert "not a regular file (a pipe, socket or device)" in capsys.readouterr().err
+    assert main(["eval", "--data", str(folder), "--model", "bm25"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+# 16. full disks and read-only targets (an injected ENOSPC / EROFS: the error a full tmpfs gives) ------------
+def _failing_fsync(errno_value: int):
+    real = os.fsync
+
+    def fsync(fd):
+        raise OSError(errno_value, os.strerror(errno_value))
+
+    return fsync, real
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS"])
+def test_a_full_or_read_only_disk_is_one_line_naming_the_path_and_keeps_the_old_output(
+    tmp_path, monkeypatch, capsys, errno_name
+):
+    import errno
+
+    from dreamir.cli import main
+
+    data = make_beir(tmp_path / "b")
+    corpus = tmp_path / "long.jsonl"
+    words = ["protein", "cell", "gene", "tumor", "blood", "heart", "brain", "acid", "mouse", "human", "virus", "liver"]
+    rows = [{"_id": f"d{i}", "text": " ".join(f"{words[(i + j) % 12]}{j % 5}" for j in range(60))} for i in range(12)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "train.jsonl"
+    out.write_text("old\n")
+    report = tmp_path / "report"
+    assert main(["eval", "--data", str(data), "--model", "bm25", "--out", str(report)]) == 0
+    before = sorted(p.name for p in report.iterdir())
+    fsync, _ = _failing_fsync(getattr(errno, errno_name))
+    monkeypatch.setattr(os, "fsync", fsync)
+    reason = os.strerror(getattr(errno, errno_name))
+    assert main(["build-data", "--corpus", str(corpus), "--out", str(out), "--candidates", "2"]) == 2
+    said = [line for line in capsys.readouterr().err.splitlines() if "dreamir" in line]  # progress bars aside
+    assert said == [f"dreamir build-data: error: {out}: {reason}"]
+    assert out.read_text() == "old\n"
+    assert main(["eval", "--data", str(data), "--model", "bm25", "--out", str(report)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "dreamir" in line]
+    assert len(err) == 1 and err[0].startswith(f"dreamir eval: error: {report}: {reason}")
+    assert sorted(p.name for p in report.iterdir()) == before  # the old report, whole
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file or folder left
+
+
+def test_an_embedding_cache_that_cannot_be_written_is_a_warning_not_the_end(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from dreamir.models.retriever import Retriever
+    from dreamir.retrieval.cache import encode_cached
+
+    retriever = Retriever.load(str(_tiny_encoder(tmp_path)))
+    texts = [f"text number {i}" for i in range(5)]
+    expected = retriever.encode(texts, "doc", 64, False)
+    fsync, _ = _failing_fsync(errno.ENOSPC)
+    monkeypatch.setattr(os, "fsync", fsync)
+    got = encode_cached(retriever, texts, "doc", folder=tmp_path / "cache")
+    assert np.allclose(got, expected)
+    assert "warning: could not write the embedding cache" in capsys.readouterr().out
+    assert not list((tmp_path / "cache").glob("*.npy"))
+
+
+def _tiny_encoder(tmp_path):
+    from dreamir.testing import save_tiny_encoder
+
+    return save_tiny_encoder(tmp_path / "enc", dropout=0.0)
+
+
+# 21. a long encode keeps its finished chunks ------------------------------------------------------------------
+def test_an_interrupted_encode_resumes_from_its_finished_chunks(tmp_path):
+    from dreamir.models.retriever import Retriever
+    from dreamir.retrieval.cache import encode_cached
+
+    retriever = Retriever.load(str(_tiny_encoder(tmp_path)))
+    texts = [f"document {i} about protein {i % 7}" for i in range(23)]
+    whole = retriever.encode(texts, "doc", 64, False)
+    calls: list[int] = []
+    real = retriever.encode
+    stop_at = [3]
+
+    def interrupted(chunk, kind, batch_size, show_progress):
+        calls.append(len(chunk))
+        if len(calls) == stop_at[0]:
+            raise RuntimeError("stopped")  # the process dies during the third chunk
+        return real(chunk, kind, batch_size, show_progress)
+
+    retriever.encode = interrupted
+    with pytest.raises(RuntimeError, match="stopped"):
+        encode_cached(retriever, texts, "doc", folder=tmp_path / "cache", chunk_texts=5)
+    assert calls == [5, 5, 5]
+    calls.clear()
+    stop_at[0] = 0
+    got = encode_cached(retriever, texts, "doc", folder=tmp_path / "cache", chunk_texts=5)
+    assert calls == [5, 5, 3]  # chunks 1 and 2 were kept; 3, 4 and 5 encoded now
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-6)
+    assert not list((tmp_path / "cache").glob("*.parts"))  # the whole entry replaced its chunks
+    calls.clear()
+    assert np.allclose(encode_cached(retriever, texts, "doc", folder=tmp_path / "cache", chunk_texts=5), whole)
+    assert calls == []
+
+
+# 18. damaged model files: a retriever's weights, a GGUF, the de-quantised copy ----------------------------
+def test_a_truncated_retriever_weights_file_is_named(tmp_path, capsys):
+    import shutil
+
+    from dreamir.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(_tiny_encoder(tmp_path), model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    data = make_beir(tmp_path / "b")
+    assert main(["eval", "--data", str(data), "--model", str(model)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "dreamir" in line]
+    assert len(err) == 1 and f"damaged or truncated weights: {weights}" in err[0]
+
+
+def test_a_damaged_dequantised_copy_is_detected_and_rebuilt(tmp_path, monkeypatch, capsys):
+    from dreamir import assets
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "config.json").write_text("{}")
+    (copy / "model.safetensors").write_bytes(b"x" * 64)
+    assets.write_copy_manifest(copy)
+    assert assets.plain_copy_problem(copy) is None
+    weights = copy / "model.safetensors"
+    weights.write_bytes(b"x" * 32)  # truncated after it was written
+    assert "does not match its checksum" in assets.plain_copy_problem(copy)
+    (copy / "dreamir_copy.json").unlink()  # a copy from before manifests: its weights' headers are checked
+    assert "incomplete metadata" in assets.plain_copy_problem(copy) or "deserializ" in assets.plain_copy_problem(copy)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_truncated_dequantised_copy_of_the_real_gguf_is_rebuilt(tmp_path, monkeypatch, capsys):
+    from dreamir import assets
+
+    from .conftest import require_alias
+
+    require_alias("smollm2-135m-instruct")
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    source = assets.resolve_model("smollm2-135m-instruct")
+    copy = Path(assets.dequantised_copy(source).name_or_path)
+    weights = copy / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 3])  # a disk that filled up while the copy was written
+    again = Path(assets.dequantised_copy(source).name_or_path)
+    assert "is damaged" in capsys.readouterr().out and again == copy
+    assert (again / "model.safetensors").read_bytes() == whole

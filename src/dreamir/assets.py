@@ -7,10 +7,12 @@ machine with hub access can load.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -219,7 +221,11 @@ def dequantised_copy(source: ModelSource) -> ModelSource:
     gguf_path = Path(source.name_or_path) / str(source.gguf_file)
     target = plain_copy_dir(gguf_path)
     if (target / "config.json").exists():
-        return ModelSource(str(target))
+        problem = plain_copy_problem(target)
+        if problem is None:
+            return ModelSource(str(target))
+        print(f"[dreamir] warning: the de-quantised copy {target} is damaged ({problem}); building it again")
+        shutil.rmtree(target, ignore_errors=True)
     log.info("de-quantising %s once into %s", gguf_path, target)
     tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, gguf_file=source.gguf_file)
     quantised = AutoModelForCausalLM.from_pretrained(
@@ -238,12 +244,86 @@ def dequantised_copy(source: ModelSource) -> ModelSource:
     try:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_copy_manifest(tmp)
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "config.json").exists():  # lost a race with another process: fine
             raise
     return ModelSource(str(target))
+
+
+COPY_MANIFEST = "dreamir_copy.json"
+
+
+def damaged_weight_files(folder: str | os.PathLike) -> list[str]:
+    """Safetensors files in `folder` whose header does not cover the file (truncated, cut short, overwritten):
+    what a load would otherwise report with no file name. Opening a header is cheap (no tensor is read)."""
+    from safetensors import safe_open
+
+    damaged = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own error type for every kind of damage
+            damaged.append(f"{path} ({err})")
+    return damaged
+
+
+def write_copy_manifest(folder: Path) -> None:
+    """Record every file's size, mtime and sha256, so a later run can tell a damaged copy from a good one."""
+    entries = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != COPY_MANIFEST):
+        stat = path.stat()
+        entries[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                              "sha256": _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)}  # fmt: skip
+    (folder / COPY_MANIFEST).write_text(json.dumps(entries, indent=1))
+
+
+def plain_copy_problem(folder: Path) -> str | None:
+    """None when the cached plain copy is whole. A file whose size or mtime differs from the manifest is hashed and
+    compared (a copy is not re-hashed on every load: it is large). A copy from before manifests were kept is
+    checked by its weight headers and then given a manifest."""
+    manifest = folder / COPY_MANIFEST
+    if not manifest.exists():
+        damaged = damaged_weight_files(folder)
+        if damaged:
+            return "; ".join(damaged)
+        with contextlib.suppress(OSError):  # a read-only cache: checked again next time
+            write_copy_manifest(folder)
+        return None
+    try:
+        entries = json.loads(manifest.read_text())
+    except (OSError, ValueError) as err:
+        return f"{manifest} unreadable ({err})"
+    for name, entry in entries.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        stat = path.stat()
+        if (stat.st_size, stat.st_mtime_ns) == (entry["size"], entry["mtime_ns"]):
+            continue
+        if _file_sha256(str(path), stat.st_size, stat.st_mtime_ns) != entry["sha256"]:
+            return f"{path} does not match its checksum"
+    return None
+
+
+def load_failure(what: str, spec: str, source: ModelSource, err: Exception) -> Exception:
+    """The error for a model that would not load: a missing model is FileNotFoundError; damaged weights name the
+    file (a truncated safetensors or GGUF file otherwise surfaces as a library error naming none)."""
+    if isinstance(err, OSError) and not isinstance(err, EOFError):
+        return FileNotFoundError(f"could not load {what} '{spec}' ({source.describe()}): {err}")
+    folder = Path(source.name_or_path)
+    if source.gguf_file:
+        return ValueError(
+            f"could not load {what} '{spec}': {folder / source.gguf_file} is damaged or truncated "
+            f"({type(err).__name__}: {err}); reinstall or download it again"
+        )
+    damaged = damaged_weight_files(folder) if folder.is_dir() else []
+    if damaged:
+        return ValueError(f"could not load {what} '{spec}': damaged or truncated weights: {'; '.join(damaged)}")
+    return ValueError(f"could not load {what} '{spec}' ({source.describe()}): {type(err).__name__}: {err}")
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:

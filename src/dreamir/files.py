@@ -67,6 +67,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk or a read-only folder: name the file being written, not the temp file
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -185,6 +189,10 @@ def _swapped_in(target: Path, marker: str, keep: tuple[str, ...]) -> Iterator[Pa
         os.rename(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:  # a full disk or a read-only folder: name the folder being written, not the temp one
+        shutil.rmtree(tmp, ignore_errors=True)
+        inside = f" (writing {Path(err.filename).name})" if err.filename and str(tmp) in str(err.filename) else ""
+        raise OSError(err.errno, f"{err.strerror or err}{inside}", str(target)) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -204,6 +212,11 @@ def recover_interrupted_swap(target: str | os.PathLike, marker: str) -> None:
 
 
 def check_replaceable(target: Path, marker: str, keep: tuple[str, ...] = ()) -> None:
+    if target.is_symlink() and not target.exists():
+        raise FolderRefused(
+            f"{target} is a symbolic link to {os.readlink(target)}, which does not exist; remove the link or "
+            "choose another output path"
+        )
     if not target.exists():
         return
     if not target.is_dir():

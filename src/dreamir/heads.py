@@ -280,11 +280,38 @@ def select_heads_label_free(
 
 def check_heads_fit(heads: list[tuple[int, int]], lm: FrozenLM, owner: str) -> None:
     """A head set must be non-empty and name heads the frozen LLM has (a file made for another LLM does not)."""
+    check_heads_shape(heads, (lm.num_layers, lm.num_heads), owner)
+
+
+def check_heads_shape(heads: list[tuple[int, int]], shape: tuple[int, int], owner: str) -> None:
+    layers, per_layer = shape
     if not heads:
         raise ValueError(f"{owner} needs a non-empty head set H (run `dreamir heads` first)")
-    bad = [(lay, h) for lay, h in heads if not (0 <= lay < lm.num_layers and 0 <= h < lm.num_heads)]
+    bad = [(lay, h) for lay, h in heads if not (0 <= lay < layers and 0 <= h < per_layer)]
     if bad:
-        raise ValueError(f"heads {bad[:5]} are outside the frozen LLM ({lm.num_layers} layers × {lm.num_heads} heads)")
+        raise ValueError(f"{owner}: heads {bad[:5]} are outside the frozen LLM ({layers} layers × {per_layer} heads)")
+
+
+def check_heads_file(config: HeadsConfig, llm: str) -> None:
+    """The configured heads file checked against the frozen LLM's shape from its config alone, before any model is
+    loaded: the shape the file was made for (written by `dreamir heads`) must be the LLM's, every head must exist."""
+    from dreamir.models.frozen_lm import llm_shape
+
+    assert config.file is not None
+    path, shape = config.file, llm_shape(llm)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        declared = (int(data["num_layers"]), int(data["num_heads"]))
+    except (KeyError, TypeError, ValueError):
+        declared = None  # a hand-written file: its heads are still range-checked
+    if declared is not None and declared != shape:
+        made_for = f" ('{data.get('llm')}')" if isinstance(data.get("llm"), str) else ""
+        raise ValueError(
+            f"{path} was made for an LLM{made_for} with {declared[0]} layers × {declared[1]} heads; the frozen LLM "
+            f"'{llm}' has {shape[0]} × {shape[1]}: run `dreamir heads` for it"
+        )
+    heads = load_heads(path, shape[0] * shape[1] if config.count == "all" else int(config.count))
+    check_heads_shape(heads, shape, str(path))
 
 
 def head_count(heads: HeadsConfig, lm: FrozenLM) -> int:

@@ -39,6 +39,7 @@ from dreamir.checkpoints import (
     numpy_state_to_safe,
 )
 from dreamir.config import RunConfig, dump_config, settings_without_effect
+from dreamir.data.jsonl import DataError
 from dreamir.data.training import (
     DataStats,
     Example,
@@ -50,6 +51,7 @@ from dreamir.data.training import (
 )
 from dreamir.distributed import LossStep, init_from_env
 from dreamir.files import atomic_open, atomic_write, exclusive_lock
+from dreamir.heads import check_heads_file
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.retriever import Retriever
 from dreamir.objectives import ObjectiveContext, build_objective, objective_classes
@@ -125,7 +127,10 @@ class Trainer:
         self.examples = examples
         self.data_fingerprint = examples_fingerprint(examples)  # checked on resume: same path, other data?
         self.lm = lm
-        if self.lm is None and any(cls.needs_llm for cls in objective_classes(config.train.objective)):
+        classes = objective_classes(config.train.objective)
+        if config.heads.file and any(cls.uses_heads for cls in classes):  # before any model is loaded
+            check_heads_file(config.heads, config.llm.name)
+        if self.lm is None and any(cls.needs_llm for cls in classes):
             self.lm = FrozenLM.load(config.llm.name, device=config.device, dtype=config.dtype)
         self.tokenized: list[TokenizedExample | None] = (
             list(tokenize_examples(llm_examples, self.lm.tokenize, config.data.limits, self.stats))
@@ -294,15 +299,15 @@ class Trainer:
         path = self.run_dir / "log.jsonl"
         if not path.exists():
             return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        atomic_write(path, "".join(line + "\n" for line in kept))
+        kept = [row for row in read_log(path) if row["step"] <= step]
+        atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def _logged_losses(self) -> list[float]:
         """Losses of the steps already done (up to `self.step`), from log.jsonl; [] on a fresh run."""
         path = self.run_dir / "log.jsonl"
         if self.step == 0 or not path.exists():
             return []
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+        rows = read_log(path)
         return [row["loss"] for row in sorted(rows, key=lambda row: row["step"]) if row["step"] <= self.step]
 
     # ------------------------------------------------------------------ loop
@@ -447,6 +452,27 @@ class Trainer:
         return totals
 
 
+def read_log(path: Path) -> list[dict]:
+    """The rows of a run's log.jsonl. A last line cut short (the process was killed mid-write) is dropped with a
+    warning, as resume rewrites the log anyway; a bad line before it is an error naming the file and line."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                log.warning("%s: dropping a last line cut short (line %d)", path, number)
+                break
+            raise DataError(path, number, "not a JSON log row; remove the line or the log") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise DataError(path, number, "a log row without an integer 'step'")
+        rows.append(row)
+    return rows
+
+
 def tensorboard_writer(run_dir: Path, step: int):
     """A TensorBoard `SummaryWriter` on run_dir/tensorboard when tensorboard is installed, else None. A resumed run
     purges the events after its checkpoint's `step` (they are trained again)."""
@@ -465,7 +491,7 @@ def plot_training(log_path: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.exists() else []
+    rows = read_log(log_path) if log_path.exists() else []
     if not rows:
         return None
     steps = [row["step"] for row in rows]

@@ -26,8 +26,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if path.suffix == ".gz":
         raise DataError(path, None, "gzip-compressed; decompress it first (gunzip -k FILE) and pass the .jsonl")
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
+    require_regular_file(path)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -40,9 +39,24 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(path, number, f"malformed JSON: {err.msg} at column {err.colno}") from None
+            except RecursionError:
+                raise DataError(path, number, "JSON nested too deeply to read") from None
             if not isinstance(obj, dict):
                 raise DataError(path, number, f"expected a JSON object, got {type(obj).__name__}")
             yield number, obj
+
+
+def require_regular_file(path: str | os.PathLike) -> None:
+    """An input must be a regular file: a FIFO or a device (e.g. /dev/zero) would block or never end."""
+    path = Path(path)
+    if path.is_file():
+        return
+    if path.exists():
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+        raise DataError(path, None, f"{kind}; give a JSONL file")
+    if path.is_symlink():
+        raise DataError(path, None, f"a symbolic link to {os.readlink(path)}, which does not exist")
+    raise DataError(path, None, "file not found")
 
 
 def require_str(path, line: int, obj: dict, field: str, allow_empty: bool = False) -> str:

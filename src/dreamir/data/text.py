@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from dreamir.data.jsonl import DataError, iter_jsonl
+from dreamir.data.jsonl import DataError, iter_jsonl, require_regular_file
 from dreamir.data.questions import QuestionConfig, write_questions
 from dreamir.data.training import DataStats, Example
 from dreamir.settings import StrictConfig
@@ -380,6 +380,7 @@ def resolve_corpus_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / "corpus.jsonl"
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise FileNotFoundError(f"corpus not found: {path}")
+    require_regular_file(path)
     return path

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from dreamir.assets import dequantised_copy, parse_dtype, portable_name, resolve_model
+from dreamir.assets import dequantised_copy, load_failure, parse_dtype, portable_name, resolve_model
 from dreamir.data.training import TokenizedExample
 from dreamir.models.injection import ATTENTION_NAME, register_attention
 from dreamir.models.layout import Layout, PackedBatch, pack_batch
@@ -131,7 +132,32 @@ class FrozenLM:
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(source.name_or_path, dtype=torch_dtype, **kwargs)
-        except OSError as err:
-            raise FileNotFoundError(f"could not load frozen LLM '{spec}' ({source.describe()}): {err}") from err
+        except Exception as err:  # a damaged weights file raises the reading library's own error type
+            raise load_failure("frozen LLM", spec, source, err) from err
         model.to(device=device, dtype=torch_dtype)
         return cls.from_model(model, tokenizer, source=portable_name(source))
+
+
+def llm_shape(spec: str) -> tuple[int, int]:
+    """(layers, attention heads) of a causal LM from its config alone, no weights loaded: what a head set is
+    checked against before any model work. A GGUF reads its de-quantised copy's config.json when one is cached,
+    else its metadata (a few seconds)."""
+    from transformers import AutoConfig
+
+    from dreamir.assets import plain_copy_dir
+
+    source = resolve_model(spec)
+    try:
+        if source.gguf_file:
+            plain = plain_copy_dir(Path(source.name_or_path) / source.gguf_file)
+            if (plain / "config.json").is_file():
+                config = AutoConfig.from_pretrained(plain)
+            else:
+                config = AutoConfig.from_pretrained(source.name_or_path, gguf_file=source.gguf_file)
+        else:
+            config = AutoConfig.from_pretrained(source.name_or_path)
+    except (OSError, ValueError) as err:
+        where = f"frozen LLM '{spec}' ({source.describe()})"
+        raise FileNotFoundError(f"could not read the config of {where}: {err}") from err
+    config = getattr(config, "text_config", config)
+    return int(config.num_hidden_layers), int(config.num_attention_heads)

@@ -74,7 +74,7 @@ class Retriever(nn.Module):
         from sentence_transformers.sentence_transformer.modules import Normalize, Transformer
         from sentence_transformers.sentence_transformer.modules import Pooling as PoolingModule
 
-        from dreamir.assets import plain_model_source
+        from dreamir.assets import load_failure, plain_model_source
 
         source = plain_model_source(spec)  # a GGUF decoder is de-quantised once, as for the frozen LLM
         is_st_folder = (Path(source.name_or_path) / "modules.json").exists()
@@ -97,8 +97,8 @@ class Retriever(nn.Module):
                 dim = backbone.auto_model.config.hidden_size
                 st = SentenceTransformer(modules=[backbone, PoolingModule(dim, mode), Normalize()], device=str(device))
                 saved_prompts = {"query": "query: ", "document": "passage: "}
-        except OSError as err:
-            raise FileNotFoundError(f"could not load retriever '{spec}' ({described}): {err}") from err
+        except Exception as err:  # a damaged weights file raises the reading library's own error type
+            raise load_failure("retriever", spec, source, err) from err
         if pooling is not None and is_st_folder:
             _set_pooling(st, pooling)
         if not any(isinstance(m, Normalize) for m in st):

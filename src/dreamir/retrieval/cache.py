@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,9 @@ def texts_fingerprint(texts: list[str]) -> str:
     return digest.hexdigest()[:24]
 
 
+CHUNK_TEXTS = 8192  # a long encode keeps its finished work in chunks of this many texts
+
+
 def encode_cached(
     retriever: Retriever,
     texts: list[str],
@@ -82,8 +86,12 @@ def encode_cached(
     show_progress: bool = False,
     use_cache: bool = True,
     folder: Path | None = None,
+    chunk_texts: int = CHUNK_TEXTS,
 ) -> np.ndarray:
-    """Embeddings of `texts`, from the cache when this model already encoded exactly these texts."""
+    """Embeddings of `texts`, from the cache when this model already encoded exactly these texts. More texts than
+    `chunk_texts` are encoded chunk by chunk, each chunk kept as it finishes, so an interrupted encode resumes
+    where it stopped. The cache is optional: when it cannot be written (a full disk, a read-only folder) the
+    vectors are still returned, with a warning."""
     if not use_cache:
         return retriever.encode(texts, kind, batch_size, show_progress)
     folder = folder or cache_dir() / "embeddings"
@@ -92,11 +100,55 @@ def encode_cached(
     cached = _read_entry(path, (len(texts), retriever.dim))
     if cached is not None:
         return cached
-    vectors = retriever.encode(texts, kind, batch_size, show_progress)
-    with atomic_open(path, "wb") as handle:
-        np.save(handle, vectors)
-    atomic_write(_checksum_path(path), file_sha256(path))  # written after the entry: no checksum, no trust
+    if len(texts) <= chunk_texts:
+        vectors = retriever.encode(texts, kind, batch_size, show_progress)
+    else:
+        vectors = _encode_in_chunks(retriever, texts, kind, batch_size, show_progress, path, chunk_texts)
+    if _write_entry(path, vectors):
+        shutil.rmtree(_parts_folder(path), ignore_errors=True)  # the whole entry replaces its chunks
     return vectors
+
+
+def _parts_folder(path: Path) -> Path:
+    return path.with_name(path.stem + ".parts")
+
+
+def _encode_in_chunks(
+    retriever: Retriever, texts: list[str], kind: TextKind, batch_size: int, show_progress: bool, path: Path, size: int
+) -> np.ndarray:
+    parts = _parts_folder(path)
+    starts = range(0, len(texts), size)
+    pieces, reused = [], 0
+    for number, start in enumerate(starts):
+        chunk = texts[start : start + size]
+        part = parts / f"chunk-{number:05d}-of-{len(starts):05d}.npy"
+        vectors = _read_entry(part, (len(chunk), retriever.dim))
+        if vectors is None:
+            if show_progress:
+                print(f"[dreamir] encoding chunk {number + 1} of {len(starts)} ({len(chunk)} texts; kept as it ends)")
+            vectors = retriever.encode(chunk, kind, batch_size, show_progress)
+            _write_entry(part, vectors)
+        else:
+            reused += 1
+        pieces.append(np.asarray(vectors))
+    if reused:
+        print(f"[dreamir] {reused} of {len(starts)} chunks of an earlier, interrupted encode reused from {parts}")
+    return np.concatenate(pieces)
+
+
+def _write_entry(path: Path, vectors: np.ndarray) -> bool:
+    """Write a cache entry and then its checksum (no checksum, no trust); False, with a warning, when the cache
+    cannot be written."""
+    try:
+        with atomic_open(path, "wb") as handle:
+            np.save(handle, vectors)
+        atomic_write(_checksum_path(path), file_sha256(path))
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        print(f"[dreamir] warning: could not write the embedding cache at {path} ({err.strerror or err}); "
+              "going on without it")  # fmt: skip
+        return False
+    return True
 
 
 def _checksum_path(path: Path) -> Path:

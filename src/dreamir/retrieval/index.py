@@ -40,6 +40,8 @@ class DenseIndex:
     vectors: np.ndarray | None = None  # exact backend
     faiss_index: object | None = None  # faiss backend
     meta: dict = field(default_factory=dict)
+    # the start of each document's text as indexed: search shows these, not the corpus file's current text
+    snippets: list[str] | None = None
 
     @property
     def size(self) -> int:
@@ -55,15 +57,18 @@ class DenseIndex:
         train_size: int | None = None,
         seed: int = 0,
         meta: dict | None = None,
+        snippets: list[str] | None = None,
     ) -> DenseIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if snippets is not None and len(snippets) != len(doc_ids):
+            raise ValueError(f"{len(doc_ids)} ids but {len(snippets)} snippets")
         if vectors.ndim != 2 or vectors.shape[0] != len(doc_ids):
             raise ValueError(f"{len(doc_ids)} ids but vectors of shape {vectors.shape}")
         if not np.isfinite(vectors).all():  # a NaN model's vectors would index silently and rank at random
             bad = [doc_ids[i] for i in np.flatnonzero(~np.isfinite(vectors).all(axis=1))[:3]]
             raise ValueError(f"refusing to index non-finite vectors (documents {', '.join(bad)}, …): is the model NaN?")
         if factory == EXACT:
-            return cls(list(doc_ids), factory, params, vectors=vectors, meta=meta or {})
+            return cls(list(doc_ids), factory, params, vectors=vectors, meta=meta or {}, snippets=snippets)
         faiss = _faiss()
         index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
@@ -72,7 +77,7 @@ class DenseIndex:
             sample = np.random.default_rng(seed).choice(len(vectors), n_train, replace=False)
             index.train(vectors[np.sort(sample)])
         index.add(vectors)
-        built = cls(list(doc_ids), factory, params, faiss_index=index, meta=meta or {})
+        built = cls(list(doc_ids), factory, params, faiss_index=index, meta=meta or {}, snippets=snippets)
         built.set_params(params)
         return built
 
@@ -96,6 +101,8 @@ class DenseIndex:
         An existing folder is replaced only if it is an index (or holds nothing but a sharded build's parts)."""
         folder = Path(folder)
         files = {"ids.json": lambda p: p.write_text(json.dumps(self.doc_ids))}
+        if self.snippets is not None:
+            files["snippets.json"] = lambda p: p.write_text(json.dumps(self.snippets, ensure_ascii=False))
         if self.vectors is not None:
             files["vectors.npy"] = lambda p: _save_npy(p, self.vectors)
         else:
@@ -146,6 +153,8 @@ class DenseIndex:
                 doc_ids, factory, params, faiss_index=_faiss().read_index(str(folder / "faiss.index")), meta=meta
             )
             loaded.set_params(params)
+        if (folder / "snippets.json").exists():
+            loaded.snippets = json.loads((folder / "snippets.json").read_text())
         count = len(loaded.vectors) if loaded.vectors is not None else int(loaded.faiss_index.ntotal)
         if not (len(doc_ids) == size == count) or (dim is not None and loaded.dim != dim):
             raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,18 +85,25 @@ def build_index(
         doc_ids = doc_ids[start:stop]
     # PromptReps / DiffRetriever index their pooled dense vectors
     vectors = encoder.encode_documents([corpus[d] for d in doc_ids], show_progress)
+    snippets = [snippet(corpus[d]) for d in doc_ids]
     if shard is None:
-        index = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta)
+        index = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta, snippets=snippets)
         index.save(out)
         return index
-    _write_part(shard, out, doc_ids, vectors, meta)
+    _write_part(shard, out, doc_ids, vectors, meta, snippets)
     group.barrier()
     if group.world_size > 1 and group.is_main:
         return merge_index(out, factory, params)
     return None
 
 
-def _write_part(shard: Shard, out: Path, doc_ids: list[str], vectors: np.ndarray, meta: dict) -> None:
+def snippet(text: str, length: int = 100) -> str:
+    return text[:length] + ("…" if len(text) > length else "")
+
+
+def _write_part(
+    shard: Shard, out: Path, doc_ids: list[str], vectors: np.ndarray, meta: dict, snippets: list[str]
+) -> None:
     header = json.dumps({**meta, "shard": shard.index, "count": shard.count})
     # atomic: a crashed shard leaves no part behind, so merge cannot take half of one
     with atomic_open(shard.path(out), "wb") as handle:
@@ -103,6 +111,7 @@ def _write_part(shard: Shard, out: Path, doc_ids: list[str], vectors: np.ndarray
             handle,
             vectors=np.asarray(vectors, dtype=np.float32),
             doc_ids=np.asarray(doc_ids, dtype=object).astype(str),
+            snippets=np.asarray(snippets, dtype=object).astype(str),
             meta=np.asarray(header),
         )
 
@@ -115,24 +124,35 @@ def merge_index(out: str | os.PathLike, factory: str = "exact", params: str = ""
         raise FileNotFoundError(f"no index parts in {out / PARTS}; run `dreamir index --shard I/N` first")
     loaded = []
     for part in parts:
-        with np.load(part, allow_pickle=False) as f:
-            loaded.append((json.loads(str(f["meta"])), list(f["doc_ids"]), f["vectors"]))
+        try:
+            with np.load(part, allow_pickle=False) as f:
+                snippets = [str(s) for s in f["snippets"]] if "snippets" in f.files else None
+                loaded.append((json.loads(str(f["meta"])), list(f["doc_ids"]), np.asarray(f["vectors"]), snippets))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(
+                f"{part}: damaged or truncated index part ({type(err).__name__}: {err}); write it again with "
+                "`dreamir index --shard I/N`"
+            ) from None
     count = loaded[0][0]["count"]
-    found = {m["shard"] for m, _, _ in loaded}
+    found = {m["shard"] for m, *_ in loaded}
     missing = sorted(set(range(count)) - found)
-    if missing or any(m["count"] != count for m, _, _ in loaded):
+    if missing or any(m["count"] != count for m, *_ in loaded):
         raise ValueError(f"{out / PARTS}: parts {[i + 1 for i in missing]} of {count} are missing or counts differ")
     first = loaded[0][0]
-    for m, _, _ in loaded:
-        if (m["model"], m["corpus"]) != (first["model"], first["corpus"]):
-            raise ValueError(
-                f"{out / PARTS}: parts come from different models or corpora ({m['model']} vs {first['model']})"
-            )
+    for m, *_ in loaded:
+        for key, what in (("corpus", "corpora"), ("model", "models"), ("model_fingerprint", "model weights")):
+            if m.get(key) != first.get(key):
+                raise ValueError(
+                    f"{out / PARTS}: part {m['shard'] + 1} and part {first['shard'] + 1} come from different {what} "
+                    f"({m.get(key)} vs {first.get(key)}); write every part from one corpus and model"
+                )
     loaded.sort(key=lambda item: item[0]["shard"])
-    doc_ids = [d for _, ids, _ in loaded for d in ids]
-    vectors = np.concatenate([v for _, _, v in loaded])
+    doc_ids = [d for _, ids, _, _ in loaded for d in ids]
+    vectors = np.concatenate([v for _, _, v, _ in loaded])
+    have_snippets = all(s is not None for *_, s in loaded)  # parts written before snippets were kept have none
+    snippets = [t for *_, s in loaded for t in s] if have_snippets else None
     meta = {k: v for k, v in first.items() if k not in ("shard", "count")}
-    index = DenseIndex.build(doc_ids, vectors, factory, params, meta={**meta, "merged_parts": count})
+    index = DenseIndex.build(doc_ids, vectors, factory, params, meta={**meta, "merged_parts": count}, snippets=snippets)
     index.save(out)
     return index
 
@@ -155,14 +175,13 @@ def search_index(
         )
     vector = encoder.encode_queries([query])
     scores, rows = index.search(vector, k)
-    corpus: dict[str, str] = {}
-    if Path(index.meta.get("corpus", "")).is_file():
-        corpus = load_corpus(index.meta["corpus"], DataStats())
+    snippets = index.snippets
+    if snippets is None:  # an index built before snippets were kept: the corpus file as it is now
+        corpus = load_corpus(index.meta["corpus"], DataStats()) if Path(index.meta.get("corpus", "")).is_file() else {}
+        snippets = [snippet(corpus.get(doc_id, "")) for doc_id in index.doc_ids]
     hits = []
     for score, row in zip(scores[0], rows[0]):
         if row < 0:  # faiss pads with -1 when fewer than k hits are found
             continue
-        doc_id = index.doc_ids[int(row)]
-        text = corpus.get(doc_id, "")
-        hits.append({"doc_id": doc_id, "score": float(score), "snippet": text[:100] + ("…" if len(text) > 100 else "")})
+        hits.append({"doc_id": index.doc_ids[int(row)], "score": float(score), "snippet": snippets[int(row)]})
     return hits
