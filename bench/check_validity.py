@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ from dreamir.evaluation.evaluate import evaluate_model
 from dreamir.evaluation.significance import paired_test
 from dreamir.files import atomic_write
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = {"scifact": ROOT.parent / "shared/assets/beir/scifact", "nfcorpus": ROOT.parent / "shared/assets/beir/nfcorpus"}
+ROOT = Path.cwd()  # the repository root, where it is run from (also from a snapshot of bench/ and src/)
+SHARED = Path(os.environ.get("DREAMIR_SHARED_ASSETS", ROOT.parent / "shared" / "assets"))
+DATA = {"scifact": SHARED / "beir/scifact", "nfcorpus": SHARED / "beir/nfcorpus"}
 # compare output folders holding the spread (each: DATASET/untrained.json, DATASET/RUN/{result.json,retriever/})
 GROUPS = ["runs/validity/static", "runs/validity/static-lr1e-2", "runs/validity/adapt",
           "runs/validity/adapt-distill-100", "runs/learn-adapt-3k-qwen1.5b"]  # fmt: skip

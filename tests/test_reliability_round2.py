@@ -516,3 +516,16 @@ def test_a_truncated_dequantised_copy_of_the_real_gguf_is_rebuilt(tmp_path, monk
     again = Path(assets.dequantised_copy(source).name_or_path)
     assert "is damaged" in capsys.readouterr().out and again == copy
     assert (again / "model.safetensors").read_bytes() == whole
+
+
+def test_a_killed_writers_temp_folder_is_removed_by_the_next_writer_at_once(tmp_path):
+    """Issue 34 item 17: an interrupted export's temp folder does not wait an hour: a temp whose writer is gone
+    is removed by the next write of the same target."""
+    from dreamir.files import atomic_folder
+
+    dead = tmp_path / ".export.999999999-0a1b2c3d.tmp"  # named by a process that no longer runs
+    dead.mkdir()
+    (dead / "model.safetensors").write_bytes(b"x" * 1000)
+    with atomic_folder(tmp_path / "export", "marker") as tmp:
+        (tmp / "marker").write_text("")
+    assert not dead.exists() and (tmp_path / "export" / "marker").exists()

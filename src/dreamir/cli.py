@@ -615,15 +615,29 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM landing as the command returns, after its own handling
+        command = (argv if argv is not None else sys.argv[1:] or ["dreamir"])[0]
+        print(
+            f"dreamir {command}: interrupted as it ended; its output is whole (run it again to be sure)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     import signal
 
+    # First of all (a signal may come at any moment): SIGTERM, like Ctrl-C, unwinds so temp files are removed.
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading_main() else None
     from dreamir.files import FolderBusy
 
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading_main() else None
+    args = argparse.Namespace(verbose=False, command=(argv or sys.argv[1:] or ["dreamir"])[0])
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         args.func(args)
     except KeyboardInterrupt as stop:
         if args.verbose:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -48,20 +47,42 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _writer_alive(temp: Path) -> bool:
+    """Whether the process that named `temp` (".NAME.PID-HEX.tmp") still runs; True when the name holds no pid."""
+    pid = temp.name.rsplit(".", 2)[-2].split("-")[0] if temp.name.count(".") >= 3 else ""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def _temp_name(folder: Path, name: str, suffix: str) -> Path:
+    """A fresh temp path beside `folder/name`, named before anything is created: whoever cleans up knows it even
+    when a signal lands between its creation and the code that would have recorded it."""
+    import secrets
+
+    return folder / f".{name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temp file beside `path`; on a clean exit it replaces `path` in one rename.
 
-    On an error the temp file is removed and `path` keeps its old content.
+    On an error or an interrupt the temp file is removed and `path` keeps its old content.
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every result private to its writer
+    tmp = _temp_name(path.parent, path.name, ".tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
@@ -169,8 +190,11 @@ def _swapped_in(target: Path, marker: str, keep: tuple[str, ...]) -> Iterator[Pa
     recover_interrupted_swap(target, marker)
     check_replaceable(target, marker, keep)
     remove_stale_temps(target.parent, target.name)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp = _temp_name(target.parent, target.name, ".tmp")
+    old = _temp_name(target.parent, target.name, ".old")
+    moved: list[str] = []  # entries of `keep` moved from the old folder into the new one
     try:
+        os.mkdir(tmp)
         yield tmp
         if not (tmp / marker).exists():
             raise RuntimeError(f"internal error: {tmp} was written without its marker {marker}")
@@ -180,22 +204,28 @@ def _swapped_in(target: Path, marker: str, keep: tuple[str, ...]) -> Iterator[Pa
             if (target / name).exists() and not (tmp / name).exists():
                 fault_point()
                 os.rename(target / name, tmp / name)
-        old = None
+                moved.append(name)
         if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+            os.mkdir(old)
             fault_point()
             os.rename(target, old / "folder")
         fault_point()
         os.rename(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as err:  # a full disk or a read-only folder: name the folder being written, not the temp one
+    except BaseException as err:
+        # Put the old folder back if it was moved aside and the new one did not take its place (an error or an
+        # interrupt between the two renames); then the temp folder goes. A reader sees the old folder whole.
+        if (old / "folder").exists() and not target.exists():
+            os.rename(old / "folder", target)
+        for name in moved:
+            if (tmp / name).exists() and target.exists() and not (target / name).exists():
+                os.rename(tmp / name, target / name)
         shutil.rmtree(tmp, ignore_errors=True)
-        inside = f" (writing {Path(err.filename).name})" if err.filename and str(tmp) in str(err.filename) else ""
-        raise OSError(err.errno, f"{err.strerror or err}{inside}", str(target)) from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk or a read-only folder: name the folder, not the temp one
+            inside = f" (writing {Path(err.filename).name})" if err.filename and str(tmp) in str(err.filename) else ""
+            raise OSError(err.errno, f"{err.strerror or err}{inside}", str(target)) from err
         raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def recover_interrupted_swap(target: str | os.PathLike, marker: str) -> None:
@@ -230,15 +260,16 @@ def check_replaceable(target: Path, marker: str, keep: tuple[str, ...] = ()) -> 
 
 
 def remove_stale_temps(folder: str | os.PathLike, name: str, older_than_s: float = 3600.0) -> int:
-    """Remove temp files/folders this module left beside `folder/name` after a crash (older than
-    `older_than_s`, so a concurrent writer's live temp is kept). Returns how many were removed."""
+    """Remove temp files/folders this module left beside `folder/name` after a crash: at once when the process
+    named in the temp's name is gone, otherwise once older than `older_than_s` (a concurrent writer's live temp
+    is kept). Returns how many were removed."""
     import time
 
     removed = 0
     for path in Path(folder).glob(f".{name}.*"):
         if path.suffix not in (".tmp", ".old"):
             continue
-        if time.time() - path.stat().st_mtime < older_than_s:
+        if _writer_alive(path) and time.time() - path.stat().st_mtime < older_than_s:
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
