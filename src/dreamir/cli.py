@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM landing as the command returns, after its own handling
         command = (argv if argv is not None else sys.argv[1:] or ["dreamir"])[0]
         print(
-            f"dreamir {command}: interrupted as it ended; its output is whole (run it again to be sure)",
+            f"dreamir {command}: interrupted as it ended; its outputs are whole (the old or the new)",
             file=sys.stderr,
         )
         return 130
