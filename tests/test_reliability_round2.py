@@ -529,3 +529,47 @@ def test_a_killed_writers_temp_folder_is_removed_by_the_next_writer_at_once(tmp_
     with atomic_folder(tmp_path / "export", "marker") as tmp:
         (tmp / "marker").write_text("")
     assert not dead.exists() and (tmp_path / "export" / "marker").exists()
+
+
+# issue 38 item 6: what the output says -------------------------------------------------------------------
+def test_the_signal_store_line_counts_small_entries():
+    from dreamir.models.kv_store import DocumentKVStore
+
+    store = DocumentKVStore(256 * 2**20)
+    for i in range(999):
+        store.put(f"k{i}", torch.zeros(25))  # 100 bytes each, as a judge signal of 25 candidates
+    line = store.summary()
+    assert "999 entries, 97.6 KB of 256.0 MB used" in line
+
+
+def test_a_resumed_training_says_how_many_steps_it_trained_now(tmp_path, tiny_llm_dir, tiny_encoder_dir, capsys):
+    from dreamir.cli import main
+
+    config = write_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, "run", steps=4)
+    write_train_data(tmp_path / "train.jsonl")
+    common = ["train", "--config", str(config), "--objective", "infonce"]
+    assert main(common) == 0
+    assert "trained 4 steps in" in capsys.readouterr().out
+    assert main([*common, "--max-steps", "6", "--resume"]) == 0
+    assert "trained 2 steps in" in (out := capsys.readouterr().out) and "(resumed at step 4; 6 in all)" in out
+
+
+# issue 38 item 2: a recipe that cannot fill --max-examples says so; the cap counts usable examples -------------
+def test_spans_counts_max_examples_after_the_length_filter_and_says_what_to_change(tmp_path, capsys):
+    from dreamir.cli import main
+
+    words = ["protein", "cell", "gene", "tumor", "blood", "heart", "brain", "acid", "mouse", "human", "virus", "liver"]
+    rows = [{"_id": f"long{i}", "text": " ".join(f"{words[(i + j) % 12]}{j}" for j in range(80))} for i in range(6)]
+    rows += [{"_id": f"short{i}", "text": " ".join(f"{words[(i + j) % 12]}x{j}" for j in range(30))} for i in range(30)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "train.jsonl"
+    common = ["build-data", "--corpus", str(corpus), "--out", str(out), "--recipe", "spans", "--chunk-words", "24"]
+    assert main([*common, "--target-words", "16", "--max-examples", "10", "--candidates", "3"]) == 0
+    printed = capsys.readouterr()
+    built = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(built) == 10 and all(r["source"].startswith("long") for r in built)  # 10 usable ones, not fewer
+    assert "warning" not in printed.err
+    assert main([*common, "--target-words", "16", "--max-examples", "100", "--candidates", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "built" in err and "of the 100 examples asked for" in err and "lower --target-words (e.g. 8)" in err

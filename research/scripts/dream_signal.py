@@ -20,7 +20,8 @@ own text and written there first), it measures per example:
   starting retriever's own top candidate is an own-document chunk (`start own-doc`: the judge is a
   better teacher than the start on this label-free task only where its `grad own-doc` is higher).
 `--start-only` measures that last figure alone (no judge), for rows measured before it existed.
-Results merge into bench/results/dream_signal.json under "rows" keyed "JUDGE | RECIPE".
+Results merge into --out (default runs/research/dream_signal.json; the kept study is
+bench/results/dream_signal.json) under "rows" keyed "JUDGE | RECIPE".
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32")
-    parser.add_argument("--out", default=str(ROOT / "bench/results/dream_signal.json"))
+    parser.add_argument("--out", default="runs/research/dream_signal.json", help="result JSON (default under runs/)")
     parser.add_argument(
         "--start-only", action="store_true", help="only the start retriever's own-doc rate (no judge), into every row"
     )

@@ -124,6 +124,7 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
         examples_to_rows,
         read_qa_pairs,
         resolve_corpus_path,
+        shortfall,
     )
     from dreamir.data.training import DataStats
 
@@ -138,6 +139,8 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
         examples = build_self_supervised(documents, settings, stats, titles=titles)
     n = write_jsonl_atomic(args.out, examples_to_rows(examples))
     print(f"wrote {n} examples to {args.out} ({stats.summary()})")
+    if not args.qa and (missing := shortfall(n, settings, stats)):
+        print(f"[dreamir] warning: {missing}", file=sys.stderr)
 
 
 def _cmd_heads(args: argparse.Namespace) -> None:
@@ -203,8 +206,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(trainer.precompute())
         return
     result = trainer.train(resume=args.resume, allow_config_change=args.allow_config_change)
+    resumed = f" (resumed at step {result.resumed_from}; {result.steps} in all)" if result.resumed_from else ""
     print(
-        f"trained {result.steps} steps in {result.seconds:.0f} s; mean batch loss "
+        f"trained {result.steps_this_session} steps in {result.seconds:.0f} s{resumed}; mean batch loss "
         f"{result.loss_start:.4f} (first quarter of steps) → {result.loss_end:.4f} (last quarter)\n"
         f"exported retriever: {result.retriever_dir}"
     )

@@ -66,10 +66,15 @@ _KILL_ENV = "DREAMIR_KILL_AT_STEP"  # fault injection for the resume test: SIGKI
 class TrainResult:
     run_dir: Path
     retriever_dir: Path
-    steps: int
+    steps: int  # the run's steps in all (earlier sessions' included after --resume)
     loss_start: float  # mean batch loss over the first quarter of the run's steps (resumed ones included)
     loss_end: float  # ... and over the last quarter (different batches: a trend, not a paired test)
-    seconds: float
+    seconds: float  # this session's
+    resumed_from: int = 0  # the step this session started at (0: a fresh run)
+
+    @property
+    def steps_this_session(self) -> int:
+        return self.steps - self.resumed_from
 
 
 def seed_everything(seed: int) -> None:
@@ -343,6 +348,7 @@ class Trainer:
                 f"{self.group.world_size} process(es) × batch {tc.batch_size}"
             )
         kill_at = int(os.environ.get(_KILL_ENV, "0") or 0)
+        resumed_from = self.step
         self.retriever.train()
         start_time = time.perf_counter()
         losses = self._logged_losses()  # a resumed run's trend covers its steps before the crash too
@@ -408,6 +414,7 @@ class Trainer:
             float(np.mean(losses[:quarter])) if losses else float("nan"),
             float(np.mean(losses[-quarter:])) if losses else float("nan"),
             time.perf_counter() - start_time,
+            resumed_from,
         )
 
     def _check_finite(self, totals: dict[str, float], params: list[torch.nn.Parameter]) -> None:

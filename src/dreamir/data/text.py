@@ -257,7 +257,11 @@ def _spans(documents: Documents, chunks: Chunks, settings: BuildConfig, stats: D
     span = settings.target_words
     rng = random.Random(settings.seed + 1)
     pieces = []
-    for i in _sampled_order(len(chunks.texts), settings):
+    order = list(range(len(chunks.texts)))
+    random.Random(settings.seed).shuffle(order)  # the seeded order; `max_examples` counts usable pieces only
+    for i in order:
+        if settings.max_examples is not None and len(pieces) == settings.max_examples:
+            break
         words = texts[chunks.sources[i]].split()
         if len(words) < 2 * span:
             stats.add("documents_too_short_for_recipe")
@@ -277,6 +281,26 @@ def _questions(chunks: Chunks, settings: BuildConfig, stats: DataStats, show_pro
         for i, q in zip(order, questions, strict=True)
         if q
     ]
+
+
+def shortfall(built: int, settings: BuildConfig, stats: DataStats) -> str | None:
+    """What to say when a recipe built fewer examples than `max_examples` asked for, and what to change."""
+    if settings.max_examples is None or built >= settings.max_examples:
+        return None
+    short = stats.counts.get("documents_too_short_for_recipe", 0)
+    advice = ""
+    if short and settings.recipe in ("spans", "title"):
+        need = 2 * settings.target_words if settings.recipe == "spans" else settings.target_words
+        advice = (
+            f": {short} pieces come from documents too short for '{settings.recipe}' (it needs ≥ {need} words"
+            f"{' beyond the title' if settings.recipe == 'title' else ''}); lower --target-words (e.g. "
+            f"{max(2, settings.target_words // 2)}) or use --recipe halves"
+        )
+    elif stats.counts.get("skipped_empty_question"):
+        advice = f": the writer gave no question for {stats.counts['skipped_empty_question']} chunks"
+    else:
+        advice = ": the corpus has no more usable pieces; give more documents or lower --chunk-words"
+    return f"built {built} of the {settings.max_examples} examples asked for{advice}"
 
 
 def build_self_supervised(

@@ -34,10 +34,12 @@ class DocumentKVStore:
         self.directory = Path(directory) if directory else None
         self._memory: dict[str, torch.Tensor] = {}
         self.bytes_used = 0
+        self.entries = 0
         self.hits = self.misses = self.refused = 0
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.bytes_used = sum(p.stat().st_size for p in self.directory.glob("*.pt"))
+            sizes = [p.stat().st_size for p in self.directory.glob("*.pt")]
+            self.bytes_used, self.entries = sum(sizes), len(sizes)
 
     @staticmethod
     def key(docs: list[list[int]], tag: str) -> str:
@@ -77,11 +79,20 @@ class DocumentKVStore:
             with atomic_open(self._path(key), "wb") as handle:
                 torch.save(kv, handle)
         self.bytes_used += size
+        self.entries += 1
         return True
 
     def summary(self) -> str:
         where = str(self.directory) if self.directory else "memory"
         return (
             f"document cache ({where}): {self.hits} hits, {self.misses} misses, {self.refused} not stored (full); "
-            f"{self.bytes_used / 2**20:.0f} of {self.max_bytes / 2**20:.0f} MB used"
+            f"{self.entries} entries, {_size(self.bytes_used)} of {_size(self.max_bytes)} used"
         )
+
+
+def _size(n: int) -> str:
+    """Bytes in the unit that shows them: 999 small entries are "97.6 KB", not "0 MB"."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
