@@ -573,3 +573,33 @@ def test_spans_counts_max_examples_after_the_length_filter_and_says_what_to_chan
     assert main([*common, "--target-words", "16", "--max-examples", "100", "--candidates", "3"]) == 0
     err = capsys.readouterr().err
     assert "built" in err and "of the 100 examples asked for" in err and "lower --target-words (e.g. 8)" in err
+
+
+# issue 38 item 3: `dreamir heads` takes what build-data and the BEIR loader take, checks inputs first ---------
+def test_heads_accepts_a_build_data_file_and_a_beir_folder_and_says_when_it_used_fewer(
+    tmp_path, tiny_llm_dir, capsys, monkeypatch
+):
+    from dreamir.cli import main
+    from dreamir.models import frozen_lm
+
+    words = ["protein", "cell", "gene", "tumor", "blood", "heart", "brain", "acid", "mouse", "human", "virus", "liver"]
+    rows = [{"_id": f"d{i}", "text": " ".join(f"{words[(i + j) % 12]}{j % 9}" for j in range(120))} for i in range(12)]
+    folder = tmp_path / "beir"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    built = tmp_path / "train.jsonl"
+    assert main(["build-data", "--corpus", str(folder), "--out", str(built), "--max-examples", "19"]) == 0
+    capsys.readouterr()
+    common = ["heads", "--llm", str(tiny_llm_dir), "--k", "2", "--num-examples", "32"]
+    assert main([*common, "--data", str(built), "--out", str(tmp_path / "h1.json")]) == 0
+    out = capsys.readouterr().out
+    assert "as `dreamir train` selects them" in out and "--num-examples asked for 32; the data gave only" in out
+    assert main([*common, "--data", str(folder), "--out", str(tmp_path / "h2.json")]) == 0  # a BEIR folder
+    assert json.loads((tmp_path / "h2.json").read_text())["k"] == 2
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the LLM loaded before the input was checked")
+
+    monkeypatch.setattr(frozen_lm.FrozenLM, "load", classmethod(must_not_load))
+    assert main([*common, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "h3.json")]) == 2
+    assert "missing" in capsys.readouterr().err

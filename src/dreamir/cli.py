@@ -144,10 +144,18 @@ def _cmd_build_data(args: argparse.Namespace) -> None:
 
 
 def _cmd_heads(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from dreamir.data.beir import read_corpus
     from dreamir.data.text import resolve_corpus_path
     from dreamir.data.training import load_examples
-    from dreamir.heads import detection_examples_from_texts, examples_from_qrels, head_count, score_heads
+    from dreamir.heads import (
+        detection_examples_from_texts,
+        examples_from_qrels,
+        head_count,
+        score_heads,
+        select_heads_label_free,
+    )
     from dreamir.models.frozen_lm import FrozenLM
     from dreamir.settings import TokenLimits
 
@@ -156,20 +164,33 @@ def _cmd_heads(args: argparse.Namespace) -> None:
     n = heads.detection_examples
     if not (args.beir or args.data):
         raise SystemExit("dreamir heads: give --data (a corpus JSONL or detection JSONL) or --beir DIR")
-    lm = FrozenLM.load(args.llm, device=args.device, dtype=args.dtype)
+    # Every input is read and checked before the LLM loads (minutes for a large judge).
+    training = None
     if args.beir:
         examples = examples_from_qrels(args.beir, args.split, n, args.candidates, args.seed)
-    elif _looks_like_training_jsonl(args.data):
-        examples = load_examples(args.data)[:n]
-    else:
+    elif Path(args.data).is_file() and _looks_like_training_jsonl(args.data):
+        training = load_examples(args.data)  # e.g. a build-data file: positives where it has them
+        examples = [ex for ex in training if ex.positive is not None][:n]
+    else:  # a corpus JSONL or a BEIR folder
         texts = list(read_corpus(resolve_corpus_path(args.data)).values())
         examples = detection_examples_from_texts(texts, n, args.candidates, seed=args.seed)
-    ranking = score_heads(lm, examples, heads.scoring, TokenLimits(), batch_size=args.batch_size)
+    lm = FrozenLM.load(args.llm, device=args.device, dtype=args.dtype)
+    if training is not None and not examples:  # no positives (build-data's recipes): the trainer's own rule
+        ranking = select_heads_label_free(lm, training, n, heads.scoring, TokenLimits(), seed=args.seed)
+        how = "detection examples cut from the training texts, as `dreamir train` selects them"
+    else:
+        ranking = score_heads(lm, examples, heads.scoring, TokenLimits(), batch_size=args.batch_size)
+        how = "examples"
     k = head_count(heads, lm)
     path = ranking.save(args.out, k)
     top = ", ".join(f"L{layer}H{h}" for layer, h in ranking.top(min(k, 8)))
+    fewer = (
+        f" (--num-examples asked for {n}; the data gave only {ranking.num_examples})"
+        if ranking.num_examples < n
+        else ""
+    )
     print(
-        f"scored {lm.num_layers}×{lm.num_heads} heads on {len(examples)} examples ({heads.scoring}); "
+        f"scored {lm.num_layers}×{lm.num_heads} heads on {ranking.num_examples} {how} ({heads.scoring}){fewer}; "
         f"top: {top}\nwrote {path} and {path.with_suffix('.png')}"
     )
 
