@@ -49,6 +49,9 @@ DATA = {"scifact": SHARED / "beir/scifact", "nfcorpus": SHARED / "beir/nfcorpus"
 # compare output folders holding the spread (each: DATASET/untrained.json, DATASET/RUN/{result.json,retriever/})
 GROUPS = ["runs/validity/static", "runs/validity/static-lr1e-2", "runs/validity/adapt",
           "runs/validity/adapt-distill-100", "runs/learn-adapt-3k-qwen1.5b"]  # fmt: skip
+# retrievers that need no training, scored on the real dev queries here (same corpus scope as the compare runs)
+EXTRA = ["bm25", "all-minilm-l6-v2", "rrf:bm25+all-minilm-l6-v2"]
+DEV = {"scifact": ("train", 2000), "nfcorpus": ("dev", None)}  # split, corpus sample (as research/configs/learn-*)
 VARIANTS = {  # name → CheckConfig overrides; the first is what `dreamir check` ships with
     "shipped": {},
     "no-copy-filter": {"max_copied_words": None},
@@ -90,7 +93,27 @@ def discover(dataset: str) -> list[Model]:
         for run in runs:
             label = f"{Path(group).name}/{run.name}"
             models[label] = Model(label, str(run / "retriever"), start, per_query(run / "result.json"))
+    minilm_start = any(label.endswith(":all-minilm-l6-v2") for label in models)
+    for spec in EXTRA:
+        if spec == "all-minilm-l6-v2" and minilm_start:
+            continue
+        models[spec] = Model(spec, spec, None, real_per_query(dataset, spec))
     return list(models.values())
+
+
+def real_per_query(dataset: str, spec: str) -> dict[str, float]:
+    """A model's per-query nDCG@10 on the real dev queries, over the corpus scope the compare runs used (kept)."""
+    from dreamir.apps.compare.config import DatasetConfig
+
+    path = ROOT / "runs/validity/real-eval" / dataset / (spec.replace("/", "__").replace(":", "_") + ".json")
+    if path.exists():
+        return json.loads(path.read_text())
+    split, sample = DEV[dataset]
+    data = DatasetConfig(name=dataset, beir=str(DATA[dataset]), split=split, eval_docs=sample).evaluation_data()
+    scores = evaluate_model(spec, data, show_progress=False).per_query
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(scores))
+    return scores
 
 
 def check_data(dataset: str, sample: int) -> tuple[BeirData, dict[str, set[str]]]:

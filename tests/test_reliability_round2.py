@@ -603,3 +603,25 @@ def test_heads_accepts_a_build_data_file_and_a_beir_folder_and_says_when_it_used
     monkeypatch.setattr(frozen_lm.FrozenLM, "load", classmethod(must_not_load))
     assert main([*common, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "h3.json")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+# issue 38 item 5: one pooled test over seeds in eval -----------------------------------------------------------
+def test_eval_pools_seeds_into_one_paired_test_against_the_first_model(tmp_path, capsys):
+    from dreamir.cli import main
+    from dreamir.evaluation.significance import paired_test, pooled
+    from dreamir.testing import save_tiny_encoder
+
+    data = make_beir(tmp_path / "b")
+    seeds = [str(save_tiny_encoder(tmp_path / f"seed{i}", seed=i)) for i in range(3)]
+    out = tmp_path / "report"
+    argv = ["eval", "--data", str(data), "--model", "bm25", "--pool", f"mine={','.join(seeds)}", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Pooled over seeds, against bm25" in printed and "| mine | 3 |" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    per_query = metrics["per_query_ndcg@10"]
+    expected = paired_test(per_query["bm25"], pooled([per_query[s] for s in seeds]))
+    assert metrics["pooled"]["mine"]["p_value"] == expected.p_value
+    assert metrics["pooled"]["mine"]["mean_difference"] == pytest.approx(expected.mean_difference)
+    assert main(["eval", "--data", str(data), "--model", "bm25", "--pool", "mine=only-one"]) == 2
+    assert "two or more models" in capsys.readouterr().err

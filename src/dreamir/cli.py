@@ -328,7 +328,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     from dreamir.data.beir import load_beir, sample_corpus
     from dreamir.evaluation.evaluate import evaluate_model
-    from dreamir.evaluation.report import format_paired_tests, format_table, write_report
+    from dreamir.evaluation.report import (
+        format_paired_tests,
+        format_pooled_tests,
+        format_table,
+        pooled_tests,
+        write_report,
+    )
     from dreamir.retrieval.base import ModelSpec
     from dreamir.retrieval.zeroshot.retrieval import ZeroShotOptions
 
@@ -341,7 +347,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         raise ValueError(f"--model {', '.join(twice)} given twice: each model once, please")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise FileExistsError(f"--out {args.out} is a file; give a folder for the report")
-    specs = [ModelSpec.parse(model, device=args.device) for model in args.model]
+    pools = _parse_pools(args.pool or [])
+    extra = [m for members in pools.values() for m in members if m not in args.model]  # pool members not listed
+    specs = [ModelSpec.parse(model, device=args.device) for model in [*args.model, *dict.fromkeys(extra)]]
     data = load_beir(args.data, args.split)
     if args.sample_docs:
         data = sample_corpus(data, args.sample_docs, args.sample_seed)
@@ -360,9 +368,26 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(format_table(results, f"{data.name} ({args.split})"))
     if paired := format_paired_tests(results):
         print("\n" + paired)
+    pooled = pooled_tests(results, pools)
+    if pooled:
+        print("\n" + format_pooled_tests(pooled))
     print(f"data: {data.stats.summary()}")
     if args.out:
-        print(f"report: {write_report(args.out, results, data, args.split)}")
+        print(f"report: {write_report(args.out, results, data, args.split, pooled)}")
+
+
+def _parse_pools(items: list[str]) -> dict[str, list[str]]:
+    """`--pool NAME=A,B,C` → {NAME: [A, B, C]} (several seeds of one method, tested together)."""
+    pools: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, members = item.partition("=")
+        models = [m.strip() for m in members.split(",") if m.strip()]
+        if not sep or not name.strip() or len(models) < 2:
+            raise ValueError(f"--pool {item!r}: expected NAME=MODEL,MODEL[,...] (two or more models, e.g. seeds)")
+        if name.strip() in pools:
+            raise ValueError(f"--pool {name.strip()!r} given twice")
+        pools[name.strip()] = models
+    return pools
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
@@ -531,6 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name; repeatable",
     )
     p.add_argument("--split", default="test")
+    p.add_argument(
+        "--pool",
+        action="append",
+        metavar="NAME=A,B,C",
+        help="test several seeds of one method together against the first --model: per-query nDCG@10 averaged "
+        "over A, B, C (evaluated too if not given as --model); repeatable",
+    )
     p.add_argument("--out", help="folder for metrics.json, run.trec, report.md and comparison.png")
     p.add_argument("--no-cache", action="store_true", help="re-encode even if cached embeddings exist")
     p.add_argument("--device", default="cpu", help="where every model runs (dense and zero-shot), e.g. cuda")

@@ -42,6 +42,36 @@ def format_paired_tests(results: list[EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def pooled_tests(results: list[EvalResult], pools: dict[str, list[str]]) -> dict[str, dict]:
+    """Each pool (several seeds of one method: models by name) against the first model: its members' per-query
+    nDCG@10 averaged, then the paired test over queries (the protocol's pooled test)."""
+    from dreamir.evaluation.significance import paired_test, pooled
+
+    by_name = {r.model: r for r in results}
+    base = results[0]
+    out = {}
+    for name, members in pools.items():
+        scores = pooled([by_name[m].per_query for m in members])
+        test = paired_test(base.per_query, scores)
+        mean = sum(scores.values()) / len(scores)
+        out[name] = {"members": members, "ndcg@10": mean, "against": base.model, **test.as_dict()}
+    return out
+
+
+def format_pooled_tests(pooled: dict[str, dict]) -> str:
+    if not pooled:
+        return ""
+    first = next(iter(pooled.values()))["against"]
+    lines = [f"Pooled over seeds, against {first} (per-query nDCG@10 averaged over each pool's models, ×100):", ""]
+    lines += ["| pool | models | nDCG@10 | difference [95% CI] | p |", "|---|---:|---:|---:|---:|"]
+    for name, row in pooled.items():
+        lines.append(
+            f"| {name} | {len(row['members'])} | {100 * row['ndcg@10']:.1f} | {100 * row['mean_difference']:+.1f} "
+            f"[{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}] | {row['p_value']:.3g} |"
+        )
+    return "\n".join(lines)
+
+
 def write_trec_run(path: Path, results: list[EvalResult]) -> None:
     with atomic_open(path) as handle:
         for r in results:
@@ -86,18 +116,20 @@ REPORT_MARKER = "dreamir_report.json"
 REPORT_FILES = {"metrics.json", "run.trec", "report.md", "comparison.png", REPORT_MARKER}
 
 
-def write_report(out: str | os.PathLike, results: list[EvalResult], data: BeirData, split: str) -> Path:
+def write_report(
+    out: str | os.PathLike, results: list[EvalResult], data: BeirData, split: str, pooled: dict | None = None
+) -> Path:
     """metrics.json (with each model's per-query nDCG@10), run.trec, report.md and comparison.png, written as one
     folder swapped in whole: a reader (or a crash, Ctrl-C, SIGTERM, a full disk) sees the old report or the new."""
     out = Path(out)
     if out.is_dir() and not (out / REPORT_MARKER).exists() and {p.name for p in out.iterdir()} <= REPORT_FILES:
         atomic_write(out / REPORT_MARKER, "{}")  # a report folder written before the marker existed
     with atomic_folder(out, REPORT_MARKER) as folder:
-        _write_report_files(folder, results, data, split)
+        _write_report_files(folder, results, data, split, pooled or {})
     return out
 
 
-def _write_report_files(out: Path, results: list[EvalResult], data: BeirData, split: str) -> None:
+def _write_report_files(out: Path, results: list[EvalResult], data: BeirData, split: str, pooled: dict) -> None:
     title = f"{data.name} ({split}, {len(data.queries)} queries, {len(data.corpus)} documents)"
     metrics = {
         "dataset": data.name,
@@ -107,6 +139,7 @@ def _write_report_files(out: Path, results: list[EvalResult], data: BeirData, sp
         "data_issues": dict(data.stats.counts),
         "models": {r.model: {**r.metrics, "seconds": r.seconds} for r in results},
         "per_query_ndcg@10": {r.model: r.per_query for r in results},  # for paired tests across evaluations
+        "pooled": pooled,
     }
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     write_trec_run(out / "run.trec", results)
@@ -117,6 +150,7 @@ def _write_report_files(out: Path, results: list[EvalResult], data: BeirData, sp
         f"# Retrieval evaluation: {title}\n\n{format_table(results)}\n\n"
         f"Metrics via ir-measures; scores ×100. Data issues: {data.stats.summary()}.\n\n"
         + (f"{paired}\n\n" if paired else "")
+        + (f"{format_pooled_tests(pooled)}\n\n" if pooled else "")
         + "![comparison](comparison.png)\n",
     )
     atomic_write(out / REPORT_MARKER, json.dumps({"written_by": "dreamir eval"}))
