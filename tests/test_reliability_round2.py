@@ -625,3 +625,19 @@ def test_eval_pools_seeds_into_one_paired_test_against_the_first_model(tmp_path,
     assert metrics["pooled"]["mine"]["mean_difference"] == pytest.approx(expected.mean_difference)
     assert main(["eval", "--data", str(data), "--model", "bm25", "--pool", "mine=only-one"]) == 2
     assert "two or more models" in capsys.readouterr().err
+
+
+# issue 38 item 4: seeds of one setup select one head set, so they share one judge signal ----------------------
+def test_training_seeds_select_the_same_heads_without_a_pinned_file(tmp_path, tiny_llm_dir, tiny_encoder_dir):
+    selected = []
+    for seed in (0, 7):
+        trainer = tiny_trainer(tmp_path, tiny_llm_dir, tiny_encoder_dir, steps=1, name=f"seed{seed}",
+                               **{"seed": seed, "train.objective": "dream_distill", "heads.count": 3})  # fmt: skip
+        trainer.train()
+        selected.append(json.loads((tmp_path / f"seed{seed}" / "heads.json").read_text())["selected"])
+    assert selected[0] == selected[1]
+    other = tiny_trainer(tmp_path, tiny_llm_dir, tiny_encoder_dir, steps=1, name="hs1",
+                         **{"heads.seed": 1, "train.objective": "dream_distill", "heads.count": 3})  # fmt: skip
+    other.train()
+    ranking = json.loads((tmp_path / "hs1" / "heads.json").read_text())
+    assert ranking["selected"] and ranking["num_examples"] > 0  # another sample seed: a selection of its own

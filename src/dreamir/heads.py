@@ -325,7 +325,7 @@ def select_run_heads(
     """Rank the heads label-free on the examples' own text, as `config.heads` says, and write the top ones to path."""
     heads = config.heads
     ranking = select_heads_label_free(
-        lm, examples, heads.detection_examples, heads.scoring, config.data.limits, layout, config.seed
+        lm, examples, heads.detection_examples, heads.scoring, config.data.limits, layout, heads.seed
     )
     ranking.save(path, head_count(heads, lm))
     return ranking

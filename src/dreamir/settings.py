@@ -93,6 +93,9 @@ class HeadsConfig(StrictConfig):
     count: int | Literal["all"] = 16
     scoring: Literal["gradient", "attention"] = "gradient"
     detection_examples: int = Field(32, gt=0)
+    # The label-free selection's sample seed, apart from the run's `seed`: every training seed of one setup selects
+    # the same head set, so the seeds share one judge signal (DREAM-distill's store is keyed by H).
+    seed: int = 0
 
     @field_validator("count")
     @classmethod
