@@ -641,3 +641,35 @@ def test_training_seeds_select_the_same_heads_without_a_pinned_file(tmp_path, ti
     other.train()
     ranking = json.loads((tmp_path / "hs1" / "heads.json").read_text())
     assert ranking["selected"] and ranking["num_examples"] > 0  # another sample seed: a selection of its own
+
+
+# issue 38 item 1: ids with spaces: refused with the way out named, or encoded reversibly by --id-map ---------
+def test_ids_with_spaces_are_encoded_reversibly_with_id_map_in_eval_index_and_search(tmp_path, capsys):
+    from dreamir.cli import main
+    from dreamir.data.beir import decode_id, encode_id
+    from dreamir.retrieval.indexing import search_index
+
+    corpus = [{"_id": "Vitamin C 1", "title": "", "text": "vitamin c deficiency causes scurvy"},
+              {"_id": "Heart 50%", "title": "", "text": "the heart pumps blood through the body"},
+              {"_id": "Heart%2050", "title": "", "text": "blood vessels and the heart in mammals"}]  # fmt: skip
+    queries = [{"_id": "q 1", "text": "what causes scurvy"}, {"_id": "q2", "text": "what does the heart do"}]
+    qrels = "query-id\tcorpus-id\tscore\nq 1\tVitamin C 1\t1\nq2\tHeart 50%\t1\n"
+    data = make_beir(tmp_path / "b", corpus, queries, qrels)
+    assert main(["eval", "--data", str(data), "--model", "bm25"]) == 2
+    assert "contains whitespace" in (err := capsys.readouterr().err) and "pass --id-map" in err
+    out = tmp_path / "report"
+    assert main(["eval", "--data", str(data), "--model", "bm25", "--id-map", "--out", str(out)]) == 0
+    ids = {line.split()[2] for line in (out / "run.trec").read_text().splitlines()}
+    assert ids <= {encode_id(d["_id"]) for d in corpus} and "Vitamin%20C%201" in ids
+    assert {decode_id(i) for i in ids} <= {d["_id"] for d in corpus}  # every encoded id decodes to its original
+    assert len({encode_id(d["_id"]) for d in corpus}) == 3  # "Heart 50%" and "Heart%2050" stay apart
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"]["bm25"]["ndcg@10"] > 0.5
+    index = tmp_path / "idx"
+    assert main(["index", "--data", str(data), "--model", str(_tiny_encoder(tmp_path)), "--out", str(index)]) == 2
+    assert "pass --id-map" in capsys.readouterr().err
+    assert (
+        main(["index", "--data", str(data), "--model", str(_tiny_encoder(tmp_path)), "--out", str(index), "--id-map"])
+        == 0
+    )
+    assert {hit["doc_id"] for hit in search_index(index, "scurvy", k=3)} == {d["_id"] for d in corpus}

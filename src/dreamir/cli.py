@@ -350,7 +350,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     pools = _parse_pools(args.pool or [])
     extra = [m for members in pools.values() for m in members if m not in args.model]  # pool members not listed
     specs = [ModelSpec.parse(model, device=args.device) for model in [*args.model, *dict.fromkeys(extra)]]
-    data = load_beir(args.data, args.split)
+    data = load_beir(args.data, args.split, encode_ids=args.id_map)
     if args.sample_docs:
         data = sample_corpus(data, args.sample_docs, args.sample_seed)
     zero_shot = ZeroShotOptions(args.mode, args.words, args.templates, args.device, args.trust_remote_code)
@@ -410,6 +410,7 @@ def _cmd_index(args: argparse.Namespace) -> None:
         use_cache=not args.no_cache,
         shard=shard,
         device=args.device,
+        encode_ids=args.id_map,
     )
     if index is not None:
         print(f"indexed {index.size} documents with {args.model} ({args.factory}) → {args.out}")
@@ -440,13 +441,24 @@ def _cmd_check(args: argparse.Namespace) -> None:
         values["writer.device"] = args.device
     config = CheckConfig.model_validate(nested(values))
     specs = [ModelSpec.parse(model, device=args.device or "cpu") for model in args.model]
-    result = run_check(args.corpus, specs, config, args.train_data, args.out, use_cache=not args.no_cache)
+    result = run_check(
+        args.corpus, specs, config, args.train_data, args.out, use_cache=not args.no_cache, encode_ids=args.id_map
+    )
     print(format_table(result.results, f"label-free check: {len(result.queries.queries)} written questions"))
     print(f"questions: {result.queries.stats.summary()}")
     print()
     print("\n".join(result.lines()))
     if args.out:
         print(f"report: {args.out}")
+
+
+def _add_id_map(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--id-map",
+        action="store_true",
+        help="ids with whitespace (which TREC runs cannot carry) are percent-encoded, reversibly: a space becomes "
+        "%%20 and %% becomes %%25 (decode with urllib.parse.unquote); without it such ids are refused",
+    )
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
@@ -556,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name; repeatable",
     )
     p.add_argument("--split", default="test")
+    _add_id_map(p)
     p.add_argument(
         "--pool",
         action="append",
@@ -602,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for check.json, check.md and the written questions")
     p.add_argument("--no-cache", action="store_true", help="re-encode even if cached embeddings exist")
     p.add_argument("--device", help="where the writer and the models run (default: cpu)")
+    _add_id_map(p)
     add_schema_flags(
         p,
         CheckConfig,
@@ -640,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--factory", default="exact", help="'exact' or a faiss index-factory string, e.g. IVF1024,Flat")
     p.add_argument("--params", default="", help="faiss search parameters, e.g. nprobe=64 or efSearch=128")
     p.add_argument("--no-cache", action="store_true")
+    _add_id_map(p)
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="query an index built by `dreamir index`")

@@ -35,17 +35,39 @@ class BeirData:
         return list(self.corpus)
 
 
-def normalise_id(value: object, path, line: int | None, field: str) -> str:
+def encode_id(value: str) -> str:
+    """A TREC-safe form of any id: whitespace and '%' percent-encoded (UTF-8), so `decode_id` gives it back."""
+    from urllib.parse import quote
+
+    return "".join(quote(ch, safe="") if ch.isspace() or ch == "%" else ch for ch in value)
+
+
+def decode_id(value: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(value)
+
+
+def normalise_id(value: object, path, line: int | None, field: str, encode: bool = False) -> str:
     """One rule for every id (corpus, queries, qrels): an int or a string, surrounding whitespace
-    stripped; refused when empty, when it holds whitespace (a TREC run line cannot carry it) or a
-    lone surrogate (no UTF-8 form: trec_eval would crash on it)."""
+    stripped; refused when empty, when it holds whitespace (a TREC run line cannot carry it; with `encode` — the
+    commands' `--id-map` — it is percent-encoded instead, reversibly) or a lone surrogate (no UTF-8 form: trec_eval
+    would crash on it)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str) or not value.strip():
         raise DataError(path, line, "missing, empty or not a string", field)
     value = value.strip()
+    if encode:
+        value = encode_id(value)
     if any(ch.isspace() for ch in value):
-        raise DataError(path, line, f"id {value!r} contains whitespace, which TREC run files cannot carry", field)
+        raise DataError(
+            path,
+            line,
+            f"id {value!r} contains whitespace, which TREC run files cannot carry: pass --id-map to encode such ids "
+            "reversibly (a space becomes %20)",
+            field,
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -53,8 +75,8 @@ def normalise_id(value: object, path, line: int | None, field: str) -> str:
     return value
 
 
-def _read_id(path, line: int, obj: dict) -> str:
-    return normalise_id(obj.get("_id"), path, line, "_id")
+def _read_id(path, line: int, obj: dict, encode: bool = False) -> str:
+    return normalise_id(obj.get("_id"), path, line, "_id", encode)
 
 
 def read_corpus(
@@ -62,6 +84,7 @@ def read_corpus(
     stats: DataStats | None = None,
     titles: dict[str, str] | None = None,
     trec_ids: bool = False,
+    encode_ids: bool = False,
 ) -> dict[str, str]:
     """The one corpus reader: a JSONL of {"_id" (or "id"), "text", optional "title"} (a BEIR corpus.jsonl) as
     id → title + text; empty documents are skipped and counted. `trec_ids` (evaluation): every document needs an
@@ -73,7 +96,7 @@ def read_corpus(
     for line, obj in iter_jsonl(path):
         raw_id = obj.get("_id", obj.get("id"))
         if trec_ids:
-            doc_id = _read_id(path, line, obj)
+            doc_id = _read_id(path, line, obj, encode_ids)
         else:
             doc_id = f"line {line}" if raw_id is None else str(raw_id).strip()
         text = require_str(path, line, obj, "text", allow_empty=True)
@@ -93,19 +116,19 @@ def read_corpus(
     return corpus
 
 
-def load_corpus(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
-    """A BEIR corpus for evaluation: TREC-safe ids, at least one document."""
-    corpus = read_corpus(path, stats, trec_ids=True)
+def load_corpus(path: str | os.PathLike, stats: DataStats, encode_ids: bool = False) -> dict[str, str]:
+    """A BEIR corpus for evaluation: TREC-safe ids (percent-encoded with `encode_ids`), at least one document."""
+    corpus = read_corpus(path, stats, trec_ids=True, encode_ids=encode_ids)
     if not corpus:
         raise DataError(path, None, "no documents")
     return corpus
 
 
-def load_queries(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
+def load_queries(path: str | os.PathLike, stats: DataStats, encode_ids: bool = False) -> dict[str, str]:
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for line, obj in iter_jsonl(path):
-        query_id = _read_id(path, line, obj)
+        query_id = _read_id(path, line, obj, encode_ids)
         text = require_str(path, line, obj, "text", allow_empty=True)
         if query_id in first_line:
             raise DataError(
@@ -119,7 +142,7 @@ def load_queries(path: str | os.PathLike, stats: DataStats) -> dict[str, str]:
     return queries
 
 
-def load_qrels(path: str | os.PathLike) -> list[tuple[int, str, str, int]]:
+def load_qrels(path: str | os.PathLike, encode_ids: bool = False) -> list[tuple[int, str, str, int]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "qrels file not found")
@@ -146,25 +169,26 @@ def load_qrels(path: str | os.PathLike) -> list[tuple[int, str, str, int]]:
             if not re.fullmatch(r"-?[0-9]{1,9}", text):
                 raise DataError(path, number, f"not an integer of at most 9 digits: {cols[2]!r}", "score")
             score = int(text)
-            query_id = normalise_id(cols[0], path, number, "query-id")
-            rows.append((number, query_id, normalise_id(cols[1], path, number, "corpus-id"), score))
+            query_id = normalise_id(cols[0], path, number, "query-id", encode_ids)
+            rows.append((number, query_id, normalise_id(cols[1], path, number, "corpus-id", encode_ids), score))
     return rows
 
 
-def load_beir(folder: str | os.PathLike, split: str = "test") -> BeirData:
+def load_beir(folder: str | os.PathLike, split: str = "test", encode_ids: bool = False) -> BeirData:
+    """A BEIR folder's split, validated; `encode_ids` percent-encodes ids with whitespace (`--id-map`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"BEIR folder not found: {folder}")
     stats = DataStats()
-    corpus = load_corpus(folder / "corpus.jsonl", stats)
-    queries = load_queries(folder / "queries.jsonl", stats)
+    corpus = load_corpus(folder / "corpus.jsonl", stats, encode_ids)
+    queries = load_queries(folder / "queries.jsonl", stats, encode_ids)
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise FileNotFoundError(f"no qrels for split '{split}' in {folder} (available: {available or 'none'})")
     qrels: dict[str, dict[str, int]] = {}
     first_line: dict[tuple[str, str], int] = {}
-    for number, query_id, doc_id, score in load_qrels(qrels_path):
+    for number, query_id, doc_id, score in load_qrels(qrels_path, encode_ids):
         if query_id not in queries:
             stats.add("qrels_skipped_unknown_query")
             continue

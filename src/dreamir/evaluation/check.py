@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from dreamir.data.beir import BeirData, load_corpus
+from dreamir.data.beir import BeirData, encode_id, load_corpus
 from dreamir.data.jsonl import DataError
 from dreamir.data.questions import DEFAULT_PROMPT, QuestionConfig, write_questions
 from dreamir.data.text import resolve_corpus_path
@@ -100,7 +100,7 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def training_documents(path: str | Path, corpus: dict[str, str]) -> set[str]:
+def training_documents(path: str | Path, corpus: dict[str, str], encode_ids: bool = False) -> set[str]:
     """Documents the training data used as a query's source or its positive candidate (what a model trained on
     it has seen answered). Ids must be the corpus's: an example naming none of them is an error, not a silently
     empty exclusion."""
@@ -113,6 +113,8 @@ def training_documents(path: str | Path, corpus: dict[str, str]) -> set[str]:
             used.add(ex.candidate_sources[ex.positive])
     if not used:
         raise DataError(path, None, "no example names its source document ('source'), so none can be excluded")
+    if encode_ids:  # the corpus was read with --id-map: its ids are the encoded ones
+        used = {encode_id(doc_id) for doc_id in used}
     unknown = used - set(corpus)
     if len(unknown) == len(used):
         raise DataError(path, None, f"no source id is a document of the corpus (e.g. {sorted(unknown)[0]!r})")
@@ -295,9 +297,9 @@ class CheckResult:
         }
 
 
-def load_check_corpus(path: str | Path) -> dict[str, str]:
-    """A BEIR folder or a corpus JSONL (TREC-safe ids: runs are written per question)."""
-    return load_corpus(resolve_corpus_path(path), DataStats())
+def load_check_corpus(path: str | Path, encode_ids: bool = False) -> dict[str, str]:
+    """A BEIR folder or a corpus JSONL (TREC-safe ids, percent-encoded with `encode_ids`)."""
+    return load_corpus(resolve_corpus_path(path), DataStats(), encode_ids)
 
 
 def run_check(
@@ -311,6 +313,7 @@ def run_check(
     generator=None,
     validity_file: str | Path | None = None,
     names: Sequence[str] | None = None,
+    encode_ids: bool = False,
 ) -> CheckResult:
     """The label-free check: `models` are specs `dreamir eval` takes (or retrievers in memory), the first the
     baseline; `names` labels them (default: the spec). Writes check.json and the questions (queries.jsonl with
@@ -321,8 +324,8 @@ def run_check(
     name = "corpus"
     if not isinstance(corpus, dict):
         name = Path(corpus).name
-        corpus = load_check_corpus(corpus)
-    exclude = training_documents(train_data, corpus) if train_data else set()
+        corpus = load_check_corpus(corpus, encode_ids)
+    exclude = training_documents(train_data, corpus, encode_ids) if train_data else set()
     questions = build_check_queries(corpus, config, exclude, show_progress, generator)
     data = BeirData(name, corpus, questions.queries, questions.qrels)
     labels = list(names) if names is not None else [None] * len(models)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamir.data.beir import load_corpus
+from dreamir.data.beir import decode_id, load_corpus
 from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
 from dreamir.distributed import init_from_env
@@ -55,6 +55,7 @@ def build_index(
     show_progress: bool = True,
     shard: Shard | None = None,
     device: str = "cpu",
+    encode_ids: bool = False,
 ) -> DenseIndex | None:
     """Encode a corpus into an index at `out`.
 
@@ -74,10 +75,12 @@ def build_index(
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     path = resolve_corpus_path(data)
     stats = DataStats()
-    corpus = load_corpus(path, stats)
+    corpus = load_corpus(path, stats, encode_ids)
     doc_ids = list(corpus)
     encoder = load_encoder(model, device=device, use_cache=use_cache)  # bm25's encoder refuses to give vectors
     meta = {"model": encoder.spec, "corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
+    if encode_ids:
+        meta["ids_encoded"] = True  # search shows the original ids
     if (fingerprint := encoder.fingerprint()) is not None:
         meta["model_fingerprint"] = fingerprint  # search refuses another model's queries
     if shard is not None:
@@ -183,5 +186,8 @@ def search_index(
     for score, row in zip(scores[0], rows[0]):
         if row < 0:  # faiss pads with -1 when fewer than k hits are found
             continue
-        hits.append({"doc_id": index.doc_ids[int(row)], "score": float(score), "snippet": snippets[int(row)]})
+        doc_id = index.doc_ids[int(row)]
+        if index.meta.get("ids_encoded"):
+            doc_id = decode_id(doc_id)
+        hits.append({"doc_id": doc_id, "score": float(score), "snippet": snippets[int(row)]})
     return hits
