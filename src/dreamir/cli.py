@@ -342,9 +342,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     # every model must exist, no model twice (its rows would be written twice under one name).
     if args.out:
         refuse_output_over_inputs(args.out, args.data, *args.model)
-    if len(set(args.model)) < len(args.model):
-        twice = sorted({m for m in args.model if args.model.count(m) > 1})
-        raise ValueError(f"--model {', '.join(twice)} given twice: each model once, please")
+    _refuse_models_given_twice(args.model)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise FileExistsError(f"--out {args.out} is a file; give a folder for the report")
     pools = _parse_pools(args.pool or [])
@@ -433,9 +431,7 @@ def _cmd_check(args: argparse.Namespace) -> None:
 
     if args.out:
         refuse_output_over_inputs(args.out, args.corpus, *args.model, *([args.train_data] if args.train_data else []))
-    if len(set(args.model)) < len(args.model):
-        twice = sorted({m for m in args.model if args.model.count(m) > 1})
-        raise ValueError(f"--model {', '.join(twice)} given twice: each model once, please")
+    _refuse_models_given_twice(args.model)
     values = schema_values(args, CHECK_FLAGS)
     if args.device:
         values["writer.device"] = args.device
@@ -450,6 +446,17 @@ def _cmd_check(args: argparse.Namespace) -> None:
     print("\n".join(result.lines()))
     if args.out:
         print(f"report: {args.out}")
+
+
+def _add_models(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--model", action="append", required=True, help=f"{what}; repeatable")
+
+
+def _refuse_models_given_twice(models: list[str]) -> None:
+    """A model given twice would write its rows twice under one name."""
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise ValueError(f"--model {', '.join(twice)} given twice: each model once, please")
 
 
 def _add_id_map(p: argparse.ArgumentParser) -> None:
@@ -561,12 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate retrievers on a BEIR folder")
     p.add_argument("--data", required=True, help="BEIR folder")
-    p.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        help="bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name; repeatable",
-    )
+    _add_models(p, "bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name, rrf:A+B")
     p.add_argument("--split", default="test")
     _add_id_map(p)
     p.add_argument(
@@ -605,12 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="did training help? compare retrievers on questions an LLM writes about your corpus (no labels)"
     )
     p.add_argument("--corpus", required=True, help="corpus JSONL ({'_id', 'text', 'title'?}) or a BEIR folder")
-    p.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        help="any model `dreamir eval` takes; repeatable, the first is the baseline",
-    )
+    _add_models(p, "any model `dreamir eval` takes; the first is the baseline")
     p.add_argument("--train-data", help="the training JSONL behind the models: its sources are not asked about")
     p.add_argument("--out", help="folder for check.json, check.md and the written questions")
     p.add_argument("--no-cache", action="store_true", help="re-encode even if cached embeddings exist")
