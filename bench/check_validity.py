@@ -75,7 +75,9 @@ def per_query(path: Path) -> dict[str, float]:
 
 def discover(dataset: str) -> list[Model]:
     """The starts and trained retrievers the spread left for `dataset` (finished runs only)."""
-    from dreamir.config import load_config
+    import yaml
+
+    from dreamir.config import RunConfig
     from dreamir.trainer import build_retriever
 
     models: dict[str, Model] = {}
@@ -84,7 +86,9 @@ def discover(dataset: str) -> list[Model]:
         runs = sorted(p.parent for p in folder.glob("*/result.json") if (p.parent / "retriever").is_dir())
         if not runs or not (folder / "untrained.json").exists():
             continue
-        config = load_config(runs[0] / "config.yaml")
+        # the start is the run's retriever section (a run written before a config key moved still names it)
+        retriever = yaml.safe_load((runs[0] / "config.yaml").read_text())["retriever"]
+        config = RunConfig.model_validate({"retriever": retriever})
         start = f"start:{config.retriever.architecture or 'transformer'}:{config.retriever.name}"
         if start not in models:
             retriever = build_retriever(config)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,3 +292,32 @@ def test_compare_precompute_stores_every_runs_judge_signal_then_the_comparison_m
     path.write_text(yaml.safe_dump(config))
     assert main(["compare", "--config", str(path), "--precompute"]) == 2
     assert "nothing to precompute" in capsys.readouterr().err
+
+
+def test_compare_without_labels_scores_the_methods_with_the_label_free_check(
+    tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch
+):
+    """Issue 35 item 3: a dataset with `split: null` (no qrels) is scored on the check's written questions, its
+    training data's source documents left out; rows and paired tests work as with real judgements."""
+    import dreamir.data.questions as questions
+    from dreamir.cli import main
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        questions, "load_generator", lambda config: lambda ps: [f"about {p.split()[0]} {p.split()[1]}" for p in ps]
+    )
+    path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["infonce"])
+    config = yaml.safe_load(path.read_text())
+    beir = Path(config["datasets"][0]["beir"])
+    shutil.rmtree(beir / "qrels")  # no labels at all
+    (beir / "queries.jsonl").unlink()
+    config["datasets"][0].update(split=None, check={"sample": 16, "min_words": 5})
+    config["datasets"][0]["build"]["max_examples"] = 6  # some documents stay out of the training data
+    config.update(baselines=["untrained"])
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", "--config", str(path)]) == 0
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["adapt"]["tiny"]
+    assert set(rows) == {"untrained", "infonce"} and "vs_start" in rows["infonce"]
+    train_sources = {json.loads(line)["source"] for line in (tmp_path / "cmp" / "tiny" / "train.jsonl").open()}
+    judged = json.loads((tmp_path / "cmp" / "tiny" / "untrained.json").read_text())["per_query_ndcg@10"]
+    assert judged and not {q.removeprefix("check-") for q in judged} & train_sources

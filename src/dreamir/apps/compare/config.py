@@ -19,9 +19,10 @@ from dreamir.config import (
     set_dotted,
 )
 from dreamir.data.beir import BeirData, load_beir, read_corpus, sample_corpus
-from dreamir.data.jsonl import write_jsonl_atomic
-from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows
+from dreamir.data.jsonl import DataError, write_jsonl_atomic
+from dreamir.data.text import BuildConfig, build_self_supervised, examples_to_rows, resolve_corpus_path
 from dreamir.data.training import DataStats
+from dreamir.evaluation.check import CheckConfig, build_check_queries, load_check_corpus, training_documents
 from dreamir.objectives import OBJECTIVES, objective_slug
 
 if TYPE_CHECKING:
@@ -33,8 +34,10 @@ CONTROL_SUFFIX = "-shuffled"
 
 class DatasetConfig(StrictConfig):
     name: str
-    beir: str  # BEIR folder: its corpus builds the training data, its split is evaluated
-    split: str = "test"
+    beir: str  # BEIR folder (or a corpus JSONL with split: null): its corpus builds the training data
+    # the split evaluated; null: no labels, the methods are scored by the label-free check (docs/check.md)
+    split: str | None = "test"
+    check: CheckConfig = Field(default_factory=CheckConfig)  # how the check's questions are written (split: null)
     train_data: str | None = None  # a ready training JSONL instead of building one
     build: BuildConfig = BuildConfig()
     # evaluate over a seeded corpus sample (every judged document + others, this many in all) when
@@ -42,8 +45,20 @@ class DatasetConfig(StrictConfig):
     eval_docs: int | None = Field(None, gt=0)
     eval_seed: int = 0
 
-    def evaluation_data(self) -> BeirData:
-        """The split the methods are scored on: its queries, qrels and corpus (or the corpus sample)."""
+    def evaluation_data(self, train_path: Path | None = None) -> BeirData:
+        """The split the methods are scored on: its queries, qrels and corpus (or the corpus sample). With no split,
+        the label-free check's questions about the corpus, the training data's source documents left out."""
+        if self.split is None:
+            corpus = load_check_corpus(self.beir)
+            exclude: set[str] = set()
+            if train_path is not None:
+                try:
+                    exclude = training_documents(train_path, corpus)
+                except DataError as err:  # e.g. question/answer pairs: no source to leave out
+                    print(f"[compare] {self.name}: {err}; every document may be asked about")
+            built = build_check_queries(corpus, self.check, exclude)
+            print(f"[compare] {self.name}: label-free check, {len(built.queries)} written questions ({built.writer})")
+            return BeirData(self.name, corpus, built.queries, built.qrels, built.stats)
         data = load_beir(self.beir, self.split)
         return sample_corpus(data, self.eval_docs, self.eval_seed) if self.eval_docs else data
 
@@ -147,7 +162,7 @@ def training_data(config: CompareConfig, dataset: DatasetConfig) -> Path:
     if dataset.train_data or path.exists():
         return path
     stats = DataStats()
-    corpus = Path(dataset.beir) / "corpus.jsonl"  # corpus text only: queries and qrels are not read
+    corpus = resolve_corpus_path(dataset.beir)  # corpus text only: queries and qrels are not read
     titles: dict[str, str] = {}
     documents = read_corpus(corpus, stats, titles)
     examples = build_self_supervised(documents, dataset.build, stats, titles=titles)

@@ -110,7 +110,8 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
     for dataset in config.datasets:
-        data = dataset.evaluation_data()
+        # a label-free dataset's questions leave out its training data's source documents: build that first
+        data = dataset.evaluation_data(training_data(config, dataset) if dataset.split is None else None)
         rows = results.setdefault(dataset.name, {})
         for name in config.baselines:
             path = Path(config.out) / dataset.name / f"{name}.json"
