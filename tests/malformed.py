@@ -52,3 +52,74 @@ def jsonl_cases(good: list[dict], fields: dict[str, str]) -> list[Case]:
                 content = (json.dumps({**row, field: value}, ensure_ascii=True) + "\n").encode()
                 cases.append(Case(f"{field} = {value!r}", _dump(good[1:]) + content, expect, len(good), field))
     return cases
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Beyond JSONL (reliability round 2): config files, qrels numbers, a failing disk, concurrent writers, signals.
+
+
+def yaml_cases(good: dict) -> list[Case]:
+    """A config with each top-level key given twice (YAML would silently keep the second), plus the good one."""
+    import yaml
+
+    text = yaml.safe_dump(good, sort_keys=False)
+    cases = [Case("good config", text.encode(), "ok")]
+    lines = text.splitlines()
+    for key in good:
+        again = f"{text}{key}: {json.dumps(good[key])}\n"  # the same key once more, at the end
+        cases.append(Case(f"{key} given twice", again.encode(), "error", len(lines) + 1, key))
+    return cases
+
+
+QRELS_SCORES = {  # a qrels score as written → what a strict reader must do
+    "1": "ok",
+    "0": "ok",
+    "-1": "ok",
+    "1_0": "error",  # int() would read 10
+    "1e3": "error",
+    "+1": "error",
+    "1.0": "error",
+    " 1 ": "ok",  # surrounding spaces only
+    "100000000000000000000000": "error",  # past 32 bits: trec_eval crashes
+    "": "error",
+    "one": "error",
+}
+
+
+def qrels_cases() -> list[Case]:
+    header = "query-id\tcorpus-id\tscore\n"
+    return [
+        Case(f"score {score!r}", f"{header}q1\td1\t1\nq2\td2\t{score}\n".encode(), expect, 3, "score")
+        for score, expect in QRELS_SCORES.items()
+    ]
+
+
+@dataclass(frozen=True)
+class DiskFault:
+    """A disk that fails a write: the error an OS gives at the flush to disk (os.fsync), injected."""
+
+    name: str
+    errno_name: str
+
+    @property
+    def reason(self) -> str:
+        import errno
+        import os
+
+        return os.strerror(getattr(errno, self.errno_name))
+
+    def install(self, monkeypatch) -> None:
+        import errno
+        import os
+
+        number = getattr(errno, self.errno_name)
+
+        def fsync(fd):
+            raise OSError(number, os.strerror(number))
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+DISK_FAULTS = [DiskFault("full disk", "ENOSPC"), DiskFault("read-only target", "EROFS"), DiskFault("quota", "EDQUOT")]
+SIGNALS = ["SIGKILL", "SIGTERM", "SIGINT"]  # tests/test_kill_suite.py sends each at random moments
+CONCURRENT_WRITERS = ["train", "export", "index", "eval"]  # a second writer of one folder must fail at once

@@ -15,6 +15,7 @@ import torch
 
 from dreamir.config import load_config
 
+from .malformed import DISK_FAULTS, qrels_cases, yaml_cases
 from .test_beir_and_eval import make_beir
 from .test_trainer import write_config, write_train_data
 
@@ -370,21 +371,10 @@ def test_a_fifo_or_a_device_as_the_corpus_is_named_not_read(tmp_path, capsys, ki
 
 
 # 16. full disks and read-only targets (an injected ENOSPC / EROFS: the error a full tmpfs gives) ------------
-def _failing_fsync(errno_value: int):
-    real = os.fsync
-
-    def fsync(fd):
-        raise OSError(errno_value, os.strerror(errno_value))
-
-    return fsync, real
-
-
-@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS"])
+@pytest.mark.parametrize("fault", DISK_FAULTS, ids=lambda f: f.name)
 def test_a_full_or_read_only_disk_is_one_line_naming_the_path_and_keeps_the_old_output(
-    tmp_path, monkeypatch, capsys, errno_name
+    tmp_path, monkeypatch, capsys, fault
 ):
-    import errno
-
     from dreamir.cli import main
 
     data = make_beir(tmp_path / "b")
@@ -397,9 +387,8 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_path_and_keeps_the_old_
     report = tmp_path / "report"
     assert main(["eval", "--data", str(data), "--model", "bm25", "--out", str(report)]) == 0
     before = sorted(p.name for p in report.iterdir())
-    fsync, _ = _failing_fsync(getattr(errno, errno_name))
-    monkeypatch.setattr(os, "fsync", fsync)
-    reason = os.strerror(getattr(errno, errno_name))
+    fault.install(monkeypatch)
+    reason = fault.reason
     assert main(["build-data", "--corpus", str(corpus), "--out", str(out), "--candidates", "2"]) == 2
     said = [line for line in capsys.readouterr().err.splitlines() if "dreamir" in line]  # progress bars aside
     assert said == [f"dreamir build-data: error: {out}: {reason}"]
@@ -412,7 +401,6 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_path_and_keeps_the_old_
 
 
 def test_an_embedding_cache_that_cannot_be_written_is_a_warning_not_the_end(tmp_path, monkeypatch, capsys):
-    import errno
 
     from dreamir.models.retriever import Retriever
     from dreamir.retrieval.cache import encode_cached
@@ -420,8 +408,7 @@ def test_an_embedding_cache_that_cannot_be_written_is_a_warning_not_the_end(tmp_
     retriever = Retriever.load(str(_tiny_encoder(tmp_path)))
     texts = [f"text number {i}" for i in range(5)]
     expected = retriever.encode(texts, "doc", 64, False)
-    fsync, _ = _failing_fsync(errno.ENOSPC)
-    monkeypatch.setattr(os, "fsync", fsync)
+    DISK_FAULTS[0].install(monkeypatch)  # a full disk
     got = encode_cached(retriever, texts, "doc", folder=tmp_path / "cache")
     assert np.allclose(got, expected)
     assert "warning: could not write the embedding cache" in capsys.readouterr().out
@@ -673,3 +660,33 @@ def test_ids_with_spaces_are_encoded_reversibly_with_id_map_in_eval_index_and_se
         == 0
     )
     assert {hit["doc_id"] for hit in search_index(index, "scurvy", k=3)} == {d["_id"] for d in corpus}
+
+
+# the probe's generator, extended (tests/malformed.py): config keys given twice, qrels numbers -----------------
+@pytest.mark.parametrize(
+    "case", yaml_cases({"seed": 1, "train": {"lr": 0.1}, "heads": {"count": 4}}), ids=lambda c: c.name
+)
+def test_every_config_key_given_twice_is_refused_with_its_line(tmp_path, case):
+    from dreamir.config import ConfigError, load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(case.content)
+    if case.expect == "ok":
+        load_config(path)
+        return
+    with pytest.raises(ConfigError, match=rf"key '{case.field}' given twice \(lines \d+ and {case.line}\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("case", qrels_cases(), ids=lambda c: c.name)
+def test_every_qrels_score_is_read_strictly(tmp_path, case):
+    from dreamir.data.beir import load_qrels
+    from dreamir.data.jsonl import DataError
+
+    path = tmp_path / "test.tsv"
+    path.write_bytes(case.content)
+    if case.expect == "ok":
+        assert len(load_qrels(path)) == 2
+        return
+    with pytest.raises(DataError, match=rf"line {case.line}: field '{case.field}'"):
+        load_qrels(path)
