@@ -90,7 +90,8 @@ def run_quickstart(run_dir: str = "runs/quickstart", device: str = "cpu", steps:
     trainer.retriever.eval()
     with torch.inference_mode():
         after = evaluate_model(trainer.retriever, eval_data, name="DREAM-trained", show_progress=False)
-    results = [before, after]
+    reference = evaluate_model("bm25", eval_data, name="bm25 (reference)", show_progress=False)
+    results = [before, after, reference]  # BM25: where both stand against lexical retrieval
     report = write_report(Path(run_dir) / "report", results, eval_data, "test")
     print()
     print(
@@ -115,6 +116,7 @@ def run_quickstart(run_dir: str = "runs/quickstart", device: str = "cpu", steps:
     return {
         "before": before.metrics,
         "after": after.metrics,
+        "bm25": reference.metrics,
         "paired_test": test.as_dict(),
         "retriever_dir": str(result.retriever_dir),
     }
