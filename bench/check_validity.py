@@ -97,7 +97,7 @@ def discover(dataset: str) -> list[Model]:
         for run in runs:
             label = f"{Path(group).name}/{run.name}"
             models[label] = Model(label, str(run / "retriever"), start, per_query(run / "result.json"))
-    minilm_start = any(label.endswith(":all-minilm-l6-v2") for label in models)
+    minilm_start = "start:transformer:all-minilm-l6-v2" in models
     for spec in EXTRA:
         if spec == "all-minilm-l6-v2" and minilm_start:
             continue

@@ -250,3 +250,22 @@ def test_train_check_ends_a_training_with_a_verdict_against_the_start(
     assert "trained" in printed and "how far to trust it" in printed
     saved = json.loads((run / "check" / "check.json").read_text())
     assert saved["baseline"] == f"start ({tiny_encoder_dir})" and set(saved["vs_baseline"]) == {"trained"}
+
+
+def test_the_shipped_validity_is_what_the_benchmark_measured():
+    """The figures `dreamir check` prints under its verdicts are bench/results/check_validity.json's, and the shipped
+    default settings are the variant the benchmark recorded as shipped."""
+    from pathlib import Path
+
+    from dreamir.evaluation.check import measured_validity
+
+    bench = json.loads((Path(__file__).parents[1] / "bench/results/check_validity.json").read_text())
+    shipped = CheckConfig().variant()
+    assert bench["shipped_variant"] == shipped
+    validity = measured_validity(shipped)
+    assert validity is not None and set(validity.datasets) == {"scifact", "nfcorpus"}
+    for dataset, figures in validity.datasets.items():
+        measured = bench["variants"][shipped][dataset]
+        assert {k: measured[k] for k in figures} == figures
+        assert bench[dataset]["kendall_tau"] == figures["kendall_tau"]
+    assert not validity.reliable()  # NFCorpus τ 0.697 < 0.7: verdicts are marked "indicative only"

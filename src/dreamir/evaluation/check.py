@@ -207,7 +207,7 @@ class Validity:
         for name, d in self.datasets.items():
             sign = "n/a" if d["sign_agreement"] is None else f"{100 * d['sign_agreement']:.0f}%"
             parts.append(
-                f"{name} ({d['models']} models): Kendall τ {d['kendall_tau']:.2f}, sign agreement {sign} of "
+                f"{name} ({d['models']} models): Kendall τ {d['kendall_tau']:.3f}, sign agreement {sign} of "
                 f"{d['significant_real']} significant real differences, {d['false_better']} false 'better'"
             )
         return "; ".join(parts)
