@@ -45,6 +45,10 @@ def run(argv: list[str], sig: int | None, delay: float, log: str | None = None) 
             code = dreamir.cli.main(argv)
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # the command is over
         except BaseException:  # escaping `main` is a failure of the CLI's own handling; after it, a late signal
+            if code is None:
+                import traceback
+
+                traceback.print_exc()  # into the log the test shows
             code = 99 if code is None else code
         os._exit(code)
     os.close(ready_write)

@@ -679,6 +679,23 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an exception so that temp files are removed and locks released as on Ctrl-C."""
 
 
+def _interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM raised as one) that `err` is, or that it was raised while handling."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return None
+
+
+def _report_interrupt(command: str, stop: KeyboardInterrupt) -> int:
+    why = "terminated" if isinstance(stop, _Terminated) else "interrupted"
+    print(f"dreamir {command}: {why}; {_ON_INTERRUPT.get(command, 'nothing half-written is left')}", file=sys.stderr)
+    return 130
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
@@ -711,21 +728,29 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt as stop:
         if args.verbose:
             raise
-        why = "terminated" if isinstance(stop, _Terminated) else "interrupted"
-        kept = _ON_INTERRUPT.get(args.command, "nothing half-written is left")
-        print(f"dreamir {args.command}: {why}; {kept}", file=sys.stderr)
-        return 130
+        return _report_interrupt(args.command, stop)
     except (ConfigError, DataError, FolderBusy, ValueError) as err:
         if args.verbose:
             raise
+        if stop := _interrupt_behind(err):
+            return _report_interrupt(args.command, stop)
         print(f"dreamir {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # missing files, full disks, read-only targets: one line naming the path
         if args.verbose:
             raise
+        if stop := _interrupt_behind(err):
+            return _report_interrupt(args.command, stop)
         where = f"{err.filename}: " if err.filename else ""
         print(f"dreamir {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        # Ctrl-C / SIGTERM that a library turned into its own error while unwinding (torch.save's zip writer
+        # raises a RuntimeError; an extension interrupted in its init, an ImportError)
+        stop = _interrupt_behind(err)
+        if stop is None or args.verbose:
+            raise
+        return _report_interrupt(args.command, stop)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -404,7 +404,10 @@ class Trainer:
         retriever_dir = self.run_dir / "retriever"
         if self.group.is_main:
             export_with_heads(self.retriever, self.run_dir, retriever_dir)
-            plot_training(self.run_dir / "log.jsonl", self.run_dir / "training.png")
+            try:  # a picture of the curves: its failure never ends a finished training (log.jsonl holds them)
+                plot_training(self.run_dir / "log.jsonl", self.run_dir / "training.png")
+            except Exception as err:  # e.g. Ctrl-C while matplotlib's C backend loads reads as an ImportError
+                print(f"[dreamir] warning: could not draw training.png ({type(err).__name__}: {err})")
         self.group.barrier()
         quarter = max(1, len(losses) // 4)
         return TrainResult(
