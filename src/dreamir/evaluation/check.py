@@ -259,7 +259,8 @@ def trust_line(validity: Validity | None) -> str:
     verdict_kind = "meets" if validity.reliable() else "does NOT meet"
     return (
         f"how far to trust it (nDCG@10 on questions vs real judgements, dev splits): {validity.describe()} — "
-        f"{verdict_kind} the bar (τ ≥ 0.7, ≥ 90% sign agreement, no false 'better')"
+        f"{verdict_kind} the bar (τ ≥ {Validity.GOAL['kendall_tau']:g}, ≥ {100 * Validity.GOAL['sign_agreement']:.0f}% "
+        "sign agreement, no false 'better')"
     )
 
 
