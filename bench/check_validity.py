@@ -138,8 +138,6 @@ def check_data(dataset: str, sample: int) -> tuple[BeirData, dict[str, set[str]]
 
 def scored(dataset: str, data: BeirData, models: list[Model]) -> dict[str, dict]:
     """Each model's per-question nDCG@10 and seconds, kept per model so a killed run resumes."""
-    from dreamir.evaluation.metrics import per_query_metrics, per_query_values
-
     out: dict[str, dict] = {}
     keep = ROOT / "runs/validity/check-eval" / dataset
     keep.mkdir(parents=True, exist_ok=True)
@@ -149,7 +147,7 @@ def scored(dataset: str, data: BeirData, models: list[Model]) -> dict[str, dict]
             out[model.label] = json.loads(path.read_text())
             continue
         result = evaluate_model(model.spec, data, name=model.label, show_progress=False)
-        pq = per_query_values(data.qrels, per_query_metrics(data.qrels, result.run), "ndcg@10")
+        pq = result.per_query  # nDCG@10 per question, as evaluate_model computes it for the paired tests
         out[model.label] = {"per_query": pq, "seconds": result.seconds}
         atomic_write(path, json.dumps(out[model.label]))
         mean = 100 * sum(pq.values()) / len(pq)

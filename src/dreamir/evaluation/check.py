@@ -17,7 +17,6 @@ measured says so.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import re
 from collections.abc import Sequence
@@ -36,8 +35,6 @@ from dreamir.data.training import DataStats, load_examples
 from dreamir.evaluation.evaluate import EvalResult, evaluate_model
 from dreamir.evaluation.significance import PairedTest, paired_test
 from dreamir.settings import StrictConfig
-
-log = logging.getLogger(__name__)
 
 ALPHA = 0.05  # a verdict of "better" or "worse" needs p below this
 MARKER = "dreamir_check.json"
