@@ -256,6 +256,46 @@ def test_compare_protocol_seeds_control_and_paired_tests(tmp_path, tiny_llm_dir,
     assert run_compare(load_compare_config(path), report_only=True)["tiny"] == rows
 
 
+def test_compare_fuses_every_row_with_bm25_and_tests_it_against_the_fused_start(
+    tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch
+):
+    """`fuse_with: bm25`: rows bm25+untrained and bm25+<objective> (seeds pooled), each fused run equal to what
+    `dreamir eval` gives for the same fusion spec; vs_start against bm25+untrained, vs_fused_with against bm25;
+    the control gets no fused twin; a second call evaluates nothing."""
+    from dreamir.apps.compare import load_compare_config, run_compare
+    from dreamir.cli import main
+    from dreamir.data.beir import load_beir
+    from dreamir.evaluation.evaluate import evaluate_model
+    from dreamir.evaluation.significance import paired_test, pooled
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["infonce"])
+    config = yaml.safe_load(path.read_text())
+    config.update(seeds=[0, 1], controls=["infonce"], fuse_with="bm25", fusion=0.4)
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", "--config", str(path)]) == 0
+    out = tmp_path / "cmp" / "tiny"
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["adapt"]["tiny"]
+    assert set(rows) == {"untrained", "bm25", "infonce", "infonce-shuffled", "bm25+untrained", "bm25+infonce"}
+    data = load_beir(tmp_path / "beir", "test")
+    seeds = [
+        evaluate_model(f"fuse:0.4:bm25+{out / f / 'retriever'}", data, show_progress=False)
+        for f in ("infonce", "infonce-seed1")
+    ]
+    row = rows["bm25+infonce"]
+    assert row["seeds"] == {"0": seeds[0].metrics["ndcg@10"], "1": seeds[1].metrics["ndcg@10"]}
+    fused_start = json.loads((out / "untrained-fused-fuse-0.4-bm25.json").read_text())["per_query_ndcg@10"]
+    both = pooled([s.per_query for s in seeds])
+    assert row["vs_start"] == pytest.approx(paired_test(fused_start, both).as_dict())
+    bm25 = json.loads((out / "bm25.json").read_text())["per_query_ndcg@10"]
+    assert row["vs_fused_with"] == pytest.approx(paired_test(bm25, both).as_dict())
+    assert "vs_start" not in rows["bm25+untrained"] and "vs_fused_with" in rows["bm25+untrained"]
+    report = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| tiny | bm25+infonce | bm25+untrained |" in report and "| tiny | bm25+infonce | bm25 |" in report
+    monkeypatch.setattr("dreamir.apps.compare.run.evaluate_model", lambda *a, **k: pytest.fail("evaluated again"))
+    assert run_compare(load_compare_config(path))["tiny"] == rows
+
+
 def test_compare_precompute_stores_every_runs_judge_signal_then_the_comparison_makes_no_judge_pass(
     tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch, capsys
 ):

@@ -60,3 +60,98 @@ def test_fusion_specs_evaluate_end_to_end(tmp_path, tiny_encoder_dir, capsys, mo
     assert ndcg[f"fuse:0:bm25+{model}"] == ndcg[model]
     assert main(["eval", "--data", str(folder), "--model", "rrf:bm25"]) == 2
     assert "name two models joined by '+'" in capsys.readouterr().err
+
+
+def test_a_fusion_weight_is_chosen_on_the_dev_split_and_never_on_the_split_reported(
+    tmp_path, tiny_encoder_dir, capsys, monkeypatch
+):
+    """`fuse:A+B` takes the weight with the best dev nDCG@10 (checked against a hand grid search through
+    `evaluate_model` on the dev split), is then evaluated on --split with it, and is refused without a dev split or
+    with the reported split as its dev split."""
+    from dreamir.cli import main
+    from dreamir.data.beir import load_beir
+    from dreamir.evaluation.evaluate import evaluate_model
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    folder = make_beir(tmp_path / "beir")
+    (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td3\t1\n")
+    model = str(tiny_encoder_dir)
+    dev = load_beir(folder, "dev")
+    by_weight = {
+        w / 10: evaluate_model(f"fuse:{w / 10}:bm25+{model}", dev, show_progress=False).metrics["ndcg@10"]
+        for w in range(11)
+    }
+    best = max(by_weight, key=lambda w: (by_weight[w], -abs(w - 0.5)))
+    capsys.readouterr()
+    assert main(["eval", "--data", str(folder), "--model", f"fuse:bm25+{model}", "--fusion-dev-split", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert f"fuse:bm25+{model}: weight {best:g} chosen on split 'dev'" in out
+    assert f"fuse:{best:g}:bm25+{model}" in out  # the row is the fusion with the chosen weight
+    assert main(["eval", "--data", str(folder), "--model", f"fuse:bm25+{model}"]) == 2
+    assert "--fusion-dev-split" in capsys.readouterr().err
+    assert main(["eval", "--data", str(folder), "--model", f"fuse:bm25+{model}", "--fusion-dev-split", "test"]) == 2
+    assert "is the split evaluated" in capsys.readouterr().err
+    assert main(["eval", "--data", str(folder), "--model", "fuse:1.5:bm25+x"]) == 2
+    assert "must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_mteb_scores_bm25_and_fusions_through_its_search_protocol_as_dreamir_does(
+    tmp_path, tiny_encoder_dir, monkeypatch
+):
+    mteb = pytest.importorskip("mteb")
+    from dreamir.data.beir import load_beir
+    from dreamir.evaluation.evaluate import evaluate_model
+    from dreamir.evaluation.mteb_wrapper import DreamirEncoder, DreamirSearch, local_beir_task, mteb_model
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    folder = make_beir(tmp_path / "beir")
+    data = load_beir(folder, "test")
+    model = str(tiny_encoder_dir)
+    assert isinstance(mteb_model(model), DreamirEncoder)
+    for spec in ("bm25", f"rrf:bm25+{model}", f"fuse:0.3:bm25+{model}"):
+        wrapped = mteb_model(spec)
+        assert isinstance(wrapped, DreamirSearch)
+        results = mteb.evaluate(wrapped, [local_beir_task(folder)], cache=None)
+        scores = results.task_results[0].scores["test"][0]
+        ours = evaluate_model(spec, data, show_progress=False).metrics
+        assert scores["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4), spec
+        assert scores["recall_at_100"] == pytest.approx(ours["recall@100"], abs=1e-4), spec
+    with pytest.raises(ValueError, match="DreamirSearch"):
+        DreamirEncoder.load("bm25")
+
+
+def test_a_fused_index_searches_as_eval_ranks_and_survives_damage_checks(
+    tmp_path, tiny_encoder_dir, capsys, monkeypatch
+):
+    """`dreamir index --model rrf:bm25+M` keeps a BM25 index and a dense index; `search` returns, for each query, the
+    ranking `dreamir eval` gives the same fusion spec (scores included). A damaged BM25 file is named."""
+    from dreamir.cli import main
+    from dreamir.data.beir import load_beir
+    from dreamir.evaluation.evaluate import evaluate_model
+    from dreamir.retrieval.indexing import search_index
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    folder = make_beir(tmp_path / "beir")
+    data = load_beir(folder, "test")
+    model = str(tiny_encoder_dir)
+    for spec in (f"rrf:bm25+{model}", f"fuse:0.3:{model}+bm25"):
+        out = tmp_path / spec.split(":")[0]
+        assert main(["index", "--data", str(folder), "--model", spec, "--out", str(out)]) == 0
+        assert f"indexed 3 documents with {spec}" in capsys.readouterr().out
+        run = evaluate_model(spec, data, show_progress=False, ignore_identical_ids=False).run
+        for qid, text in data.queries.items():
+            hits = search_index(out, text, k=3)
+            expected = sorted(run[qid].items(), key=lambda item: -item[1])[:3]
+            assert [h["doc_id"] for h in hits] == [d for d, _ in expected]
+            assert [h["score"] for h in hits] == pytest.approx(
+                [s for _, s in expected], abs=1e-5
+            )  # one query vs a batch
+            assert all(h["snippet"] for h in hits)
+    assert main(["search", "--index", str(tmp_path / "rrf"), "scurvy", "-k", "1"]) == 0
+    assert "d1" in capsys.readouterr().out
+    damaged = next((tmp_path / "rrf" / "side-1" / "bm25").glob("*.npy"))
+    damaged.write_bytes(damaged.read_bytes()[:-4])
+    assert main(["search", "--index", str(tmp_path / "rrf"), "scurvy"]) == 2
+    assert "does not match the checksum" in capsys.readouterr().err
+    assert main(["index", "--data", str(folder), "--model", f"fuse:bm25+{model}", "--out", str(tmp_path / "x")]) == 2
+    assert "--fusion-dev-split" in capsys.readouterr().err

@@ -351,6 +351,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     data = load_beir(args.data, args.split, encode_ids=args.id_map)
     if args.sample_docs:
         data = sample_corpus(data, args.sample_docs, args.sample_seed)
+    specs = _fusion_weights_chosen(args, specs)
     zero_shot = ZeroShotOptions(args.mode, args.words, args.templates, args.device, args.trust_remote_code)
     results = [
         evaluate_model(
@@ -374,6 +375,38 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         print(f"report: {write_report(args.out, results, data, args.split, pooled)}")
 
 
+def _fusion_weights_chosen(args: argparse.Namespace, specs: list) -> list:
+    """`fuse:A+B` specs (no weight) with their weight chosen on --fusion-dev-split; refused without it."""
+    from dreamir.data.beir import load_beir, sample_corpus
+    from dreamir.evaluation.evaluate import choose_fusion_weights
+    from dreamir.retrieval.base import split_fusion_spec
+
+    open_weights = [s.text for s in specs if s.kind == "fusion" and split_fusion_spec(s.text)[:2] == ("fuse", None)]
+    if not open_weights:
+        if args.fusion_dev_split:
+            raise ValueError("--fusion-dev-split is given but no --model is fuse:A+B (a fusion without a weight)")
+        return specs
+    if not args.fusion_dev_split:
+        raise ValueError(
+            f"{', '.join(open_weights)}: a convex fusion needs its weight — write fuse:W:A+B, or give "
+            "--fusion-dev-split SPLIT to choose W on a dev split of the same folder"
+        )
+    if args.fusion_dev_split == args.split:
+        raise ValueError(
+            f"--fusion-dev-split {args.fusion_dev_split} is the split evaluated: choose the weight on another "
+            "split (e.g. dev or train), or the reported score flatters the fusion"
+        )
+    dev = load_beir(args.data, args.fusion_dev_split, encode_ids=args.id_map)
+    if args.sample_docs:
+        dev = sample_corpus(dev, args.sample_docs, args.sample_seed)
+    specs, choices = choose_fusion_weights(
+        specs, dev, args.fusion_dev_split, not args.no_cache, not args.keep_identical_ids
+    )
+    for choice in choices:
+        print(f"[eval] {choice.describe()}")
+    return specs
+
+
 def _parse_pools(items: list[str]) -> dict[str, list[str]]:
     """`--pool NAME=A,B,C` → {NAME: [A, B, C]} (several seeds of one method, tested together)."""
     pools: dict[str, list[str]] = {}
@@ -389,6 +422,7 @@ def _parse_pools(items: list[str]) -> dict[str, list[str]]:
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
+    from dreamir.retrieval.index import load_checked_meta
     from dreamir.retrieval.indexing import Shard, build_index, merge_index
 
     refuse_output_over_inputs(args.out, args.data, args.model)
@@ -414,6 +448,9 @@ def _cmd_index(args: argparse.Namespace) -> None:
         print(f"indexed {index.size} documents with {args.model} ({args.factory}) → {args.out}")
     elif shard is not None:
         print(f"wrote part {shard.index + 1} of {shard.count} to {args.out}/parts; `dreamir index --merge` joins them")
+    else:  # a fused model: one index per side
+        size = load_checked_meta(args.out)["size"]
+        print(f"indexed {size} documents with {args.model} (one index per side, fused at search) → {args.out}")
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
@@ -568,8 +605,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate retrievers on a BEIR folder")
     p.add_argument("--data", required=True, help="BEIR folder")
-    _add_models(p, "bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name, rrf:A+B")
+    _add_models(
+        p,
+        "bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name, or two of them fused: "
+        "rrf:A+B, fuse:W:A+B (W·A + (1 − W)·B of normalised scores), fuse:A+B (W chosen by --fusion-dev-split)",
+    )
     p.add_argument("--split", default="test")
+    p.add_argument(
+        "--fusion-dev-split",
+        metavar="SPLIT",
+        help="choose the weight W of each fuse:A+B model on this split of --data (best nDCG@10 over W = 0, 0.1, "
+        "… 1), then evaluate --split with it",
+    )
     _add_id_map(p)
     p.add_argument(
         "--pool",
@@ -643,7 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="encode a corpus once into a reusable index")
     p.add_argument("--data", help="BEIR folder or corpus JSONL with _id/title/text")
-    p.add_argument("--model")
+    p.add_argument(
+        "--model",
+        help="a dense model, or two fused (rrf:bm25+MODEL, fuse:W:bm25+MODEL): one index per side, fused at search",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--shard", metavar="I/N", help="encode only the I-th of N slices into OUT/parts (several machines)")
     p.add_argument("--merge", action="store_true", help="join the parts in OUT/parts into one index")

@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass, field
 
 from dreamir.data.beir import BeirData
-from dreamir.evaluation.metrics import Run, mean_metrics, per_query_metrics, per_query_values
+from dreamir.evaluation.metrics import Run, evaluate_run, mean_metrics, per_query_metrics, per_query_values
 from dreamir.models.retriever import Retriever
-from dreamir.retrieval.base import Encoder
+from dreamir.retrieval.base import Encoder, ModelSpec, split_fusion_spec
 from dreamir.retrieval.encoder import load_encoder
+from dreamir.retrieval.fusion import choose_fusion_weight
 from dreamir.retrieval.zeroshot.retrieval import ZeroShotOptions
 
 
@@ -50,3 +51,45 @@ def evaluate_model(
         time.perf_counter() - start,
         per_query_values(data.qrels, per_query, "ndcg@10"),
     )
+
+
+@dataclass
+class FusionChoice:
+    """A `fuse:A+B` spec's weight, chosen on a dev split: the spec it became and every weight's dev nDCG@10."""
+
+    spec: str
+    chosen: str
+    weight: float
+    split: str
+    scores: dict[float, float]
+
+    def describe(self) -> str:
+        grid = ", ".join(f"{w:g} {100 * v:.1f}" for w, v in self.scores.items())
+        return f"{self.spec}: weight {self.weight:g} chosen on split '{self.split}' (dev nDCG@10 by weight: {grid})"
+
+
+def choose_fusion_weights(
+    specs: list[ModelSpec], dev: BeirData, split: str, use_cache: bool = True, ignore_identical_ids: bool = True
+) -> tuple[list[ModelSpec], list[FusionChoice]]:
+    """Every `fuse:A+B` spec without a weight becomes `fuse:W:A+B`, W the weight of A with the best mean nDCG@10
+    on `dev` (a split other than the one reported: choosing on the evaluated split would flatter the fusion).
+    Other specs pass through unchanged."""
+    out: list[ModelSpec] = []
+    choices: list[FusionChoice] = []
+    for spec in specs:
+        parts = split_fusion_spec(spec.text) if spec.kind == "fusion" else None
+        if parts is None or parts[0] != "fuse" or parts[1] is not None:
+            out.append(spec)
+            continue
+        _, _, first, second = parts
+        sides = [
+            load_encoder(ModelSpec.parse(side, False, spec.device, spec.dtype), use_cache=use_cache)
+            for side in (first, second)
+        ]
+        weight, scores = choose_fusion_weight(
+            *sides, dev.corpus, dev.queries, lambda run: evaluate_run(dev.qrels, run)["ndcg@10"], ignore_identical_ids
+        )
+        chosen = f"fuse:{weight:g}:{first}+{second}"
+        choices.append(FusionChoice(spec.text, chosen, weight, split, scores))
+        out.append(ModelSpec.parse(chosen, device=spec.device))
+    return out, choices

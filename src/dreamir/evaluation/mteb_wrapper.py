@@ -1,9 +1,12 @@
 """mteb integration: run any mteb retrieval task on a dreamir retriever, and local BEIR folders as tasks.
 
     import mteb
-    from dreamir.evaluation.mteb_wrapper import DreamirEncoder, local_beir_task
-    model = DreamirEncoder.load("runs/x/retriever")          # or any dreamir model spec
+    from dreamir.evaluation.mteb_wrapper import mteb_model, local_beir_task
+    model = mteb_model("runs/x/retriever")      # any dreamir model spec: bm25 and rrf:A+B / fuse:W:A+B too
     results = mteb.evaluate(model, [local_beir_task("../shared/assets/beir/scifact")])
+
+A model with vectors becomes an mteb encoder (`DreamirEncoder`: mteb scores the vectors); bm25 and fusions, which
+rank without vectors, become an mteb search model (`DreamirSearch`: dreamir ranks, mteb scores the ranking).
 
 Needs the optional `mteb` package (`pip install mteb`); nothing here downloads data.
 """
@@ -18,7 +21,7 @@ import numpy as np
 
 from dreamir.data.beir import load_beir
 from dreamir.models.retriever import Retriever
-from dreamir.retrieval.base import Encoder
+from dreamir.retrieval.base import Encoder, ModelSpec
 from dreamir.retrieval.encoder import DenseEncoder, load_encoder
 
 
@@ -50,7 +53,9 @@ class DreamirEncoder:
 
     @classmethod
     def load(cls, spec: str, **kwargs: Any) -> DreamirEncoder:
-        """Any model spec of `retrieval/encoder.py` except bm25 (mteb needs vectors)."""
+        """Any model spec of `retrieval/encoder.py` that gives vectors (bm25 and fusions: `DreamirSearch`)."""
+        if not _gives_vectors(spec):
+            raise ValueError(f"'{spec}' ranks without vectors: wrap it with DreamirSearch (or use mteb_model)")
         return cls(load_encoder(spec, use_cache=False), name=f"dreamir/{Path(spec).name}", **kwargs)
 
     def encode(
@@ -63,8 +68,8 @@ class DreamirEncoder:
         for batch in inputs:
             batch_texts = batch["text"]
             titles = batch.get("title")
-            if kind == "document" and titles is not None:  # BEIR joins title and text
-                batch_texts = [f"{t} {x}".strip() if t else x for t, x in zip(titles, batch_texts)]
+            if kind == "document" and titles is not None:
+                batch_texts = [_document_text(t, x) for t, x in zip(titles, batch_texts)]
             texts.extend(batch_texts)
         if kind == "query":
             return self.encoder.encode_queries(texts)
@@ -79,6 +84,52 @@ class DreamirEncoder:
         import torch
 
         return (torch.as_tensor(np.asarray(a)) * torch.as_tensor(np.asarray(b))).sum(-1)
+
+
+def _document_text(title: str | None, text: str) -> str:
+    return f"{title} {text}".strip() if title else text  # BEIR joins title and text
+
+
+def _gives_vectors(spec: str) -> bool:
+    return ModelSpec.parse(spec).kind not in ("bm25", "fusion")
+
+
+class DreamirSearch:
+    """mteb's SearchProtocol over any dreamir model spec: dreamir retrieves (bm25, a fusion of two specs, or a
+    dense model searched exactly) and mteb scores the ranking. `index` keeps the corpus; `search` ranks it."""
+
+    def __init__(self, model: Encoder, name: str = "dreamir/search") -> None:
+        from mteb.models.model_meta import ModelMeta
+
+        self.encoder = model
+        self.corpus: dict[str, str] = {}
+        self.mteb_model_meta = (
+            ModelMeta.create_empty(overwrites={"name": name, "revision": "local"})
+            if hasattr(ModelMeta, "create_empty")
+            else None
+        )
+
+    @classmethod
+    def load(cls, spec: str) -> DreamirSearch:
+        return cls(load_encoder(spec, use_cache=False), name=f"dreamir/{Path(spec).name}")
+
+    def index(self, corpus, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", **kwargs: Any) -> None:
+        self.corpus = {row["id"]: _document_text(row.get("title"), row["text"]) for row in corpus}
+
+    def search(
+        self, queries, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", top_k: int = 100, **kwargs: Any
+    ) -> dict[str, dict[str, float]]:
+        if not self.corpus:
+            raise ValueError("DreamirSearch.search before index: mteb indexes the corpus first")
+        texts = {row["id"]: row["text"] for row in queries}
+        # mteb applies its own rule for hits that share the query's id, so none are dropped here
+        run = self.encoder.retrieve(self.corpus, texts, top_k, False, False)
+        return {query: run.get(query, {}) for query in texts}
+
+
+def mteb_model(spec: str) -> DreamirEncoder | DreamirSearch:
+    """The mteb model for a dreamir spec: an encoder when it gives vectors, else a search model."""
+    return DreamirEncoder.load(spec) if _gives_vectors(spec) else DreamirSearch.load(spec)
 
 
 def local_beir_task(folder: str | os.PathLike, split: str = "test", name: str | None = None):

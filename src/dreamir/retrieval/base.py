@@ -109,21 +109,25 @@ class Encoder:
 
 
 def split_fusion_spec(spec: str) -> tuple[str, float | None, str, str] | None:
-    """("rrf" | "fuse", weight, A, B) for a fusion spec; None for any other spec."""
+    """("rrf" | "fuse", weight, A, B) for a fusion spec; None for any other spec. `fuse:A+B` (no weight) gives
+    weight None: the weight is to be chosen on a dev split (`dreamir eval --fusion-dev-split`)."""
     method, sep, rest = spec.partition(":")
     if not sep or method.lower() not in ("rrf", "fuse"):
         return None
     weight = None
     if method.lower() == "fuse":
-        weight_text, sep, rest = rest.partition(":")
+        weight_text, sep, after = rest.partition(":")
         try:
-            weight = float(weight_text)
-        except ValueError:
-            raise ValueError(
-                f"'{spec}': write fuse:W:A+B with a weight W in [0, 1], e.g. fuse:0.3:bm25+MODEL"
-            ) from None
-        if not sep or not 0.0 <= weight <= 1.0:
-            raise ValueError(f"'{spec}': write fuse:W:A+B with a weight W in [0, 1], e.g. fuse:0.3:bm25+MODEL")
+            weight = float(weight_text) if sep else None
+        except ValueError:  # a colon inside a model spec (fuse:bm25+promptreps:NAME): no weight given
+            weight = None
+        if weight is not None:
+            rest = after
+            if not 0.0 <= weight <= 1.0:
+                raise ValueError(
+                    f"'{spec}': the weight W of fuse:W:A+B must lie in [0, 1] "
+                    "(or write fuse:A+B and choose it on a dev split with --fusion-dev-split)"
+                )
     first, plus, second = rest.partition("+")
     if not plus or not first or not second:
         raise ValueError(f"'{spec}': name two models joined by '+', e.g. {method}:bm25+all-minilm-l6-v2")

@@ -2,12 +2,14 @@
 
     rrf:A+B              reciprocal-rank fusion, score = Σ 1 / (k + rank) over the two runs (k = 60)
     fuse:W:A+B           convex combination W·norm(s_A) + (1 − W)·norm(s_B) of per-query min-max normalised
-                         scores; W in [0, 1] — choose it on a dev split with `choose_fusion_weight`
+                         scores; W in [0, 1]
+    fuse:A+B             the same with W chosen on a dev split (`dreamir eval --fusion-dev-split SPLIT`;
+                         in code `evaluation.evaluate.choose_fusion_weights`)
 
 A and B are any other specs (`bm25`, a dense model, a run folder, `promptreps:NAME`). Each side retrieves its
 own top `depth` documents; a document missing from one side's list gets that side's lowest score (0 after
-normalisation, no reciprocal-rank term). Fusion works on runs, so it gives no vectors: eval, compare and the
-mteb wrapper take it; an index cannot hold it.
+normalisation, no reciprocal-rank term). Fusion works on runs, so it gives no vectors: eval, check, compare and
+the mteb wrapper (`DreamirSearch`) take it, and `dreamir index` keeps one index per side for `dreamir search`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dreamir.retrieval.base import Encoder, split_fusion_spec
 from dreamir.retrieval.search import Run
 
 RRF_K = 60
+FUSION_DEPTH = 100  # documents each side retrieves before fusing
 
 __all__ = ["FusionEncoder", "choose_fusion_weight", "convex_fusion", "reciprocal_rank_fusion", "split_fusion_spec"]
 
@@ -63,7 +66,7 @@ class FusionEncoder(Encoder):
     def __init__(self, method: str, first: Encoder, second: Encoder, weight: float | None, spec: str) -> None:
         self.method, self.first, self.second, self.weight = method, first, second, weight
         self.label = self.spec = spec
-        self.depth = 100
+        self.depth = FUSION_DEPTH
 
     def retrieve(self, corpus, queries, k=100, ignore_identical_ids=True, show_progress=True) -> Run:
         depth = max(k, self.depth)
@@ -77,7 +80,13 @@ class FusionEncoder(Encoder):
     def fuse(self, a: Run, b: Run, weight: float | None = None) -> Run:
         if self.method == "rrf":
             return reciprocal_rank_fusion(a, b)
-        return convex_fusion(a, b, self.weight if weight is None else weight)
+        weight = self.weight if weight is None else weight
+        if weight is None:
+            raise ValueError(
+                f"'{self.spec}' has no weight: write fuse:W:A+B, or choose W on a dev split "
+                "(dreamir eval --fusion-dev-split SPLIT)"
+            )
+        return convex_fusion(a, b, weight)
 
 
 def choose_fusion_weight(
@@ -86,12 +95,13 @@ def choose_fusion_weight(
     corpus: dict[str, str],
     queries: dict[str, str],
     score: Callable[[Run], float],
+    ignore_identical_ids: bool = True,
     grid: tuple[float, ...] = tuple(w / 10 for w in range(11)),
 ) -> tuple[float, dict[float, float]]:
     """The convex weight of `first` with the best `score` (e.g. mean nDCG@10 against a DEV split's qrels) over
     `grid`, and every weight's score. Each side retrieves once; only the fusion is repeated."""
-    a = first.retrieve(corpus, queries, 100, True, False)
-    b = second.retrieve(corpus, queries, 100, True, False)
+    a = first.retrieve(corpus, queries, 100, ignore_identical_ids, False)
+    b = second.retrieve(corpus, queries, 100, ignore_identical_ids, False)
     scores = {w: score(top_k(convex_fusion(a, b, w), 100)) for w in grid}
     best = max(scores, key=lambda w: (scores[w], -abs(w - 0.5)))  # ties: the more balanced weight
     return best, scores

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,23 +108,8 @@ class DenseIndex:
             files["vectors.npy"] = lambda p: _save_npy(p, self.vectors)
         else:
             files["faiss.index"] = lambda p: _faiss().write_index(self.faiss_index, str(p))
-        with atomic_folder(folder, "meta.json", keep=("parts",)) as tmp:
-            checksums = {}
-            for name, write in files.items():
-                fault_point()
-                write(tmp / name)
-                checksums[name] = file_sha256(tmp / name)
-            meta = {
-                **self.meta,
-                "factory": self.factory,
-                "params": self.params,
-                "size": self.size,
-                "dim": self.dim,
-                "checksums": checksums,
-            }
-            fault_point()
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        return folder
+        meta = {**self.meta, "factory": self.factory, "params": self.params, "size": self.size, "dim": self.dim}
+        return save_checked_folder(folder, files, meta, keep=("parts",))
 
     @property
     def dim(self) -> int:
@@ -132,16 +118,9 @@ class DenseIndex:
     @classmethod
     def load(cls, folder: str | os.PathLike) -> DenseIndex:
         folder = Path(folder)
-        recover_interrupted_swap(folder, "meta.json")
-        if not (folder / "meta.json").exists():
-            raise FileNotFoundError(f"{folder} is not a dreamir index (no meta.json)")
-        meta = json.loads((folder / "meta.json").read_text())
-        for name, expected in meta.get("checksums", {}).items():
-            if not (folder / name).exists() or file_sha256(folder / name) != expected:
-                raise ValueError(
-                    f"{folder / name} does not match the checksum in {folder / 'meta.json'}: the index is damaged "
-                    "or mixed from two saves; rebuild it with `dreamir index`"
-                )
+        meta = load_checked_meta(folder)
+        if "fusion" in meta or "lexical" in meta:
+            raise ValueError(f"{folder} is a {'fused' if 'fusion' in meta else 'BM25'} index, not a dense one")
         doc_ids = json.loads((folder / "ids.json").read_text())
         factory, params = meta.pop("factory"), meta.pop("params", "")
         size, dim = meta.pop("size", len(doc_ids)), meta.pop("dim", None)
@@ -162,6 +141,44 @@ class DenseIndex:
                 f"{size} × {dim}; rebuild the index"
             )
         return loaded
+
+
+def save_checked_folder(
+    folder: str | os.PathLike, files: dict[str, Callable[[Path], None]], meta: dict, keep: tuple[str, ...] = ()
+) -> Path:
+    """Write an index folder aside and swap it in whole (an interrupted save leaves the old folder or the new one,
+    never a mix). `files` maps a name to what writes it (a file, or a folder of files); meta.json, written last,
+    records `meta` and each file's checksum, checked by `load_checked_meta`. An existing folder is replaced only
+    if it is an index (or holds nothing but `keep`)."""
+    folder = Path(folder)
+    with atomic_folder(folder, "meta.json", keep=keep) as tmp:
+        checksums = {}
+        for name, write in files.items():
+            fault_point()
+            write(tmp / name)
+            written = (
+                [tmp / name] if (tmp / name).is_file() else sorted(f for f in (tmp / name).rglob("*") if f.is_file())
+            )
+            checksums.update({str(f.relative_to(tmp)): file_sha256(f) for f in written})
+        fault_point()
+        (tmp / "meta.json").write_text(json.dumps({**meta, "checksums": checksums}, indent=1))
+    return folder
+
+
+def load_checked_meta(folder: str | os.PathLike) -> dict:
+    """An index folder's meta.json (checksums removed) once every file it lists matches its checksum."""
+    folder = Path(folder)
+    recover_interrupted_swap(folder, "meta.json")
+    if not (folder / "meta.json").exists():
+        raise FileNotFoundError(f"{folder} is not a dreamir index (no meta.json)")
+    meta = json.loads((folder / "meta.json").read_text())
+    for name, expected in meta.pop("checksums", {}).items():
+        if not (folder / name).exists() or file_sha256(folder / name) != expected:
+            raise ValueError(
+                f"{folder / name} does not match the checksum in {folder / 'meta.json'}: the index is damaged "
+                "or mixed from two saves; rebuild it with `dreamir index`"
+            )
+    return meta
 
 
 def _nlist(faiss, index, default: int) -> int:

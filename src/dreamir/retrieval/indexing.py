@@ -1,4 +1,8 @@
-"""`dreamir index` / `dreamir search`: encode a corpus once, then answer queries from disk."""
+"""`dreamir index` / `dreamir search`: encode a corpus once, then answer queries from disk.
+
+A fused model spec (`rrf:A+B`, `fuse:W:A+B`, fusion.py) gives a fused index: meta.json {"fusion": …} and one
+index per side (side-1/, side-2/: a dense index, or a BM25 index for `bm25`); search asks each side for its top
+100 and fuses them as `dreamir eval` does."""
 
 from __future__ import annotations
 
@@ -15,8 +19,12 @@ from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
 from dreamir.distributed import init_from_env
 from dreamir.files import atomic_open
+from dreamir.retrieval.base import ModelSpec, split_fusion_spec
 from dreamir.retrieval.encoder import load_encoder
-from dreamir.retrieval.index import DenseIndex
+from dreamir.retrieval.fusion import FUSION_DEPTH, convex_fusion, reciprocal_rank_fusion, top_k
+from dreamir.retrieval.index import DenseIndex, load_checked_meta, save_checked_folder
+from dreamir.retrieval.lexical_index import LexicalIndex
+from dreamir.retrieval.search import Run
 
 PARTS = "parts"  # subfolder of the index folder holding the shards' embeddings until they are merged
 
@@ -77,10 +85,16 @@ def build_index(
     stats = DataStats()
     corpus = load_corpus(path, stats, encode_ids)
     doc_ids = list(corpus)
-    encoder = load_encoder(model, device=device, use_cache=use_cache)  # bm25's encoder refuses to give vectors
-    meta = {"model": encoder.spec, "corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
+    source = {"corpus": str(path.resolve()), "data_issues": dict(stats.counts)}
     if encode_ids:
-        meta["ids_encoded"] = True  # search shows the original ids
+        source["ids_encoded"] = True  # search shows the original ids
+    if ModelSpec.parse(model).kind == "fusion":
+        if shard is not None:
+            raise ValueError(f"--model {model}: a fused index is built in one piece (no --shard); index it whole")
+        build_fused_index(corpus, model, out, factory, params, use_cache, show_progress, device, source)
+        return None
+    encoder = load_encoder(model, device=device, use_cache=use_cache)  # bm25's encoder refuses to give vectors
+    meta = {"model": encoder.spec, **source}
     if (fingerprint := encoder.fingerprint()) is not None:
         meta["model_fingerprint"] = fingerprint  # search refuses another model's queries
     if shard is not None:
@@ -160,11 +174,79 @@ def merge_index(out: str | os.PathLike, factory: str = "exact", params: str = ""
     return index
 
 
+def build_fused_index(
+    corpus: dict[str, str],
+    model: str,
+    out: str | os.PathLike,
+    factory: str,
+    params: str,
+    use_cache: bool,
+    show_progress: bool,
+    device: str,
+    source: dict,
+) -> Path:
+    """One index per side of the fused spec `model` (BM25 or dense), in one folder swapped in whole."""
+    method, weight, first, second = split_fusion_spec(model)  # type: ignore[misc]
+    if method == "fuse" and weight is None:
+        raise ValueError(
+            f"--model {model}: an index needs the fusion weight: choose it on a dev split "
+            "(dreamir eval --fusion-dev-split SPLIT --model fuse:A+B) and index fuse:W:A+B"
+        )
+    doc_ids = list(corpus)
+    texts = [corpus[d] for d in doc_ids]
+    snippets = [snippet(t) for t in texts]
+    sides: dict[str, DenseIndex | LexicalIndex] = {}
+    for name, side in (("side-1", first), ("side-2", second)):
+        if ModelSpec.parse(side).kind == "bm25":
+            sides[name] = LexicalIndex.build(doc_ids, texts, snippets, {"model": "bm25", **source})
+            continue
+        encoder = load_encoder(side, device=device, use_cache=use_cache)
+        meta = {"model": encoder.spec, **source}
+        if (fingerprint := encoder.fingerprint()) is not None:
+            meta["model_fingerprint"] = fingerprint
+        vectors = encoder.encode_documents(texts, show_progress)
+        sides[name] = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta, snippets=snippets)
+    fusion = {"spec": model, "method": method, "weight": weight, "sides": {"side-1": first, "side-2": second}}
+    files = {name: index.save for name, index in sides.items()}
+    return save_checked_folder(out, files, {"fusion": fusion, "size": len(doc_ids), **source})
+
+
 def search_index(
     folder: str | os.PathLike, query: str, k: int = 10, force: bool = False, device: str = "cpu"
 ) -> list[dict]:
     """Top-k documents for `query`. The query is encoded (on `device`) by the model the index was built with; if
-    that model's weights changed since (the folder was replaced), the search is refused unless `force`."""
+    that model's weights changed since (the folder was replaced), the search is refused unless `force`. A fused
+    index asks each side for its top `FUSION_DEPTH` and fuses them."""
+    meta = load_checked_meta(folder)
+    if "fusion" in meta:
+        fusion = meta["fusion"]
+        runs, snippets = [], {}
+        for name in ("side-1", "side-2"):
+            run, side_snippets = _side_hits(Path(folder) / name, query, max(k, FUSION_DEPTH), force, device)
+            runs.append(run)
+            snippets.update(side_snippets)
+        if fusion["method"] == "rrf":
+            fused = reciprocal_rank_fusion(*runs)
+        else:
+            fused = convex_fusion(*runs, fusion["weight"])
+        ranked = top_k(fused, k).get("q", {})
+    else:
+        run, snippets = _side_hits(folder, query, k, force, device)
+        ranked = run["q"]
+    decode = meta.get("ids_encoded", False)
+    return [
+        {"doc_id": decode_id(doc_id) if decode else doc_id, "score": score, "snippet": snippets[doc_id]}
+        for doc_id, score in sorted(ranked.items(), key=lambda item: -item[1])
+    ]
+
+
+def _side_hits(folder: str | os.PathLike, query: str, k: int, force: bool, device: str) -> tuple[Run, dict[str, str]]:
+    """One index's top-k for `query` as a run {"q": {doc id: score}}, and the snippets of the documents hit."""
+    if "lexical" in load_checked_meta(folder):
+        lexical = LexicalIndex.load(folder)
+        scores, rows = lexical.search([query], k)
+        found = [(lexical.doc_ids[int(r)], float(s), lexical.snippets[int(r)]) for s, r in zip(scores[0], rows[0])]
+        return {"q": {d: score for d, score, _ in found}}, {d: text for d, _, text in found}
     index = DenseIndex.load(folder)
     model = index.meta["model"]
     if not model:
@@ -176,18 +258,15 @@ def search_index(
             f"the model at {model} is not the one {folder} was built with (its weights changed); "
             "rebuild the index, or pass --force to search with it anyway"
         )
-    vector = encoder.encode_queries([query])
-    scores, rows = index.search(vector, k)
-    snippets = index.snippets
-    if snippets is None:  # an index built before snippets were kept: the corpus file as it is now
+    scores, rows = index.search(encoder.encode_queries([query]), k)
+    texts = index.snippets
+    if texts is None:  # an index built before snippets were kept: the corpus file as it is now
         corpus = load_corpus(index.meta["corpus"], DataStats()) if Path(index.meta.get("corpus", "")).is_file() else {}
-        snippets = [snippet(corpus.get(doc_id, "")) for doc_id in index.doc_ids]
-    hits = []
+        texts = [snippet(corpus.get(doc_id, "")) for doc_id in index.doc_ids]
+    hits, snippets = {}, {}
     for score, row in zip(scores[0], rows[0]):
         if row < 0:  # faiss pads with -1 when fewer than k hits are found
             continue
         doc_id = index.doc_ids[int(row)]
-        if index.meta.get("ids_encoded"):
-            doc_id = decode_id(doc_id)
-        hits.append({"doc_id": doc_id, "score": float(score), "snippet": snippets[int(row)]})
-    return hits
+        hits[doc_id], snippets[doc_id] = float(score), texts[int(row)]
+    return {"q": hits}, snippets

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -81,6 +81,22 @@ class CompareConfig(StrictConfig):
     # whose targets a control shuffles (`data.shuffle_targets_for` of the control runs only): "llm" keeps the
     # retriever's real targets, the control of a judge term beside InfoNCE (`dream_distill + 0.5 * infonce`)
     control_shuffles: Literal["all", "llm"] = "all"
+    # Hybrid rows (docs/evaluation.md): every row but the controls also fused with this model spec (e.g. bm25) as
+    # row "<fuse_with>+<row>", tested against "<fuse_with>+untrained" (vs_start) and `fuse_with` alone (vs_fused_with).
+    # `fusion`: rrf, or the convex weight W of `fuse_with`'s side — chosen beforehand on a dev split, never on test.
+    fuse_with: str | None = None
+    fusion: Literal["rrf"] | Annotated[float, Field(ge=0.0, le=1.0)] = "rrf"
+
+    def fusion_spec(self, model: str) -> str:
+        """The model spec of `model` fused with `fuse_with` (rrf:bm25+MODEL or fuse:W:bm25+MODEL)."""
+        method = "rrf" if self.fusion == "rrf" else f"fuse:{self.fusion:g}"
+        return f"{method}:{self.fuse_with}+{model}"
+
+    def fused_rows(self) -> list[str]:
+        """The rows that get a fused twin: the baselines but `fuse_with` itself, and every objective."""
+        if not self.fuse_with:
+            return []
+        return [b for b in self.baselines if b != self.fuse_with] + list(self.objectives)
 
     def run_seeds(self) -> list[int]:
         return self.seeds or [int(self.base.get("seed", 0))]

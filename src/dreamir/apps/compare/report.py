@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from dreamir.apps.compare.config import CONTROL_SUFFIX, CompareConfig
-from dreamir.apps.compare.results import add_paired_tests, write_json_atomic
+from dreamir.apps.compare.results import add_paired_tests, start_row, write_json_atomic
 from dreamir.evaluation.report import grouped_bars
 from dreamir.files import atomic_write
 
@@ -21,7 +21,13 @@ def format_significance(results: dict[str, dict[str, dict]]) -> str:
     lines = []
     for dataset, rows in results.items():
         for name, row in rows.items():
-            for key, against in (("vs_start", "untrained start"), ("vs_control", f"{name}{CONTROL_SUFFIX}")):
+            start = "untrained start" if start_row(row) == "untrained" else start_row(row)
+            tests = (
+                ("vs_start", start),
+                ("vs_control", f"{name}{CONTROL_SUFFIX}"),
+                ("vs_fused_with", row.get("fused_with")),
+            )
+            for key, against in tests:
                 test = row.get(key)
                 if test:
                     lines.append(
@@ -74,7 +80,8 @@ def unfinished(config: CompareConfig, results: dict[str, dict[str, dict]]) -> li
     missing = []
     for dataset in config.datasets:
         rows = results.get(dataset.name, {})
-        names = [m for m in (*config.baselines, *(row for row, _, _ in config.methods())) if m not in rows]
+        fused = [f"{config.fuse_with}+{row}" for row in config.fused_rows()]
+        names = [m for m in (*config.baselines, *(row for row, _, _ in config.methods()), *fused) if m not in rows]
         if names:
             missing.append(f"{dataset.name}: {', '.join(names)}")
     return missing

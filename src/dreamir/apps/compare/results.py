@@ -74,18 +74,28 @@ def pool_seeds(per_seed: list[tuple[int, dict]]) -> dict:
 def add_paired_tests(rows: dict[str, dict]) -> dict[str, dict]:
     """Rows without their per-query scores, each trained row with its paired test (seeds pooled)
     against the untrained start (`vs_start`) and, for an objective with a control, against it (`vs_control`)."""
-    start = rows.get("untrained", {}).get(PER_QUERY)
     public = {}
     for name, row in rows.items():
         per_query = row.get(PER_QUERY)
         out = {k: v for k, v in row.items() if k != PER_QUERY}
-        if per_query and start and name not in ("untrained", "bm25"):
+        fused_with = row.get("fused_with")
+        start_name = start_row(row)  # a fused row's start is the untrained start fused the same way
+        start = rows.get(start_name, {}).get(PER_QUERY)
+        if per_query and start and name not in ("untrained", "bm25", start_name):
             out["vs_start"] = paired_test(start, per_query).as_dict()
+        alone = rows.get(fused_with, {}).get(PER_QUERY) if fused_with else None
+        if per_query and alone:
+            out["vs_fused_with"] = paired_test(alone, per_query).as_dict()
         control = rows.get(name + CONTROL_SUFFIX, {}).get(PER_QUERY)
         if per_query and control:
             out["vs_control"] = paired_test(control, per_query).as_dict()
         public[name] = out
     return public
+
+
+def start_row(row: dict) -> str:
+    """The row a row's `vs_start` test is against: the untrained start, fused as the row is (if it is)."""
+    return f"{row['fused_with']}+untrained" if row.get("fused_with") else "untrained"
 
 
 def finished_result(path: Path, data: BeirData) -> dict | None:

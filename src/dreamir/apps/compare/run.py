@@ -81,6 +81,15 @@ def train_and_evaluate(
     return result
 
 
+def start_retriever(config: CompareConfig, dataset: DatasetConfig):
+    """The retriever every objective starts from, untrained, in evaluation mode."""
+    from dreamir.trainer import build_retriever
+
+    retriever = build_retriever(run_config(config, dataset, config.objectives[0], Path("unused")))
+    retriever.eval()
+    return retriever
+
+
 def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> dict:
     path = Path(config.out) / dataset.name / f"{name}.json"
     cached = finished_result(path, data)
@@ -89,16 +98,49 @@ def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> 
     if name == "bm25":
         evaluated, device = evaluate_model("bm25", data), "cpu"
     else:  # the retriever every objective starts from
-        from dreamir.trainer import build_retriever
-
         run = run_config(config, dataset, config.objectives[0], Path("unused"))
-        retriever = build_retriever(run)
-        retriever.eval()
-        evaluated, device = evaluate_model(retriever, data, name="untrained"), run.device
+        evaluated = evaluate_model(start_retriever(config, dataset), data, name="untrained")
+        device = run.device
     result = {**result_scores(evaluated, data), "train_s": 0, "device": device_label(device)}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, result)
     return result
+
+
+def fused_result(
+    config: CompareConfig, data, model, path: Path, source: dict, report_only: bool = False
+) -> dict | None:
+    """`model` (a retriever in memory or a model spec) fused with `config.fuse_with`, evaluated on `data` and cached
+    at `path`; `source` is the unfused row's result (its training cost and device carry over). With `report_only`,
+    only a finished result (or None)."""
+    from dreamir.retrieval.encoder import load_encoder
+    from dreamir.retrieval.fusion import FusionEncoder
+
+    spec = config.fusion_spec("MODEL")
+    cached = finished_result(path, data)
+    if cached and cached.get("spec") == spec:
+        return cached
+    if report_only:
+        return None
+    method, weight = ("rrf", None) if config.fusion == "rrf" else ("fuse", float(config.fusion))
+    assert config.fuse_with is not None
+    fused = FusionEncoder(method, load_encoder(config.fuse_with), load_encoder(model), weight, spec)
+    evaluated = evaluate_model(fused, data, name=spec)
+    result = {
+        **result_scores(evaluated, data),
+        "train_s": source.get("train_s", 0),
+        "device": source.get("device", device_label("cpu")),
+        "spec": spec,
+        "fused_with": config.fuse_with,
+    }
+    write_json_atomic(path, result)
+    return result
+
+
+def fused_file(config: CompareConfig) -> str:
+    """The file a run's (or baseline's) fused result is cached in, named by the fusion: fused-rrf-bm25.json."""
+    slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in config.fusion_spec("").rstrip("+"))
+    return f"fused-{slug}.json"
 
 
 def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
@@ -113,13 +155,26 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
         # a label-free dataset's questions leave out its training data's source documents: build that first
         data = dataset.evaluation_data(training_data(config, dataset) if dataset.split is None else None)
         rows = results.setdefault(dataset.name, {})
+        fused_rows: dict[str, dict] = {}  # reported after the plain rows
+        fused_name = f"{config.fuse_with}+{{}}"
         for name in config.baselines:
             path = Path(config.out) / dataset.name / f"{name}.json"
             result = finished_result(path, data) if report_only else baseline(config, dataset, name, data)
             if result:
                 rows[name] = result
+                if name in config.fused_rows():
+                    fused = fused_result(
+                        config,
+                        data,
+                        start_retriever(config, dataset),
+                        path.with_name(f"{name}-{fused_file(config)}"),
+                        result,
+                        report_only,
+                    )
+                    if fused:
+                        fused_rows[fused_name.format(name)] = fused
         for row, objective, control in config.methods():
-            per_seed = []
+            per_seed, per_seed_fused = [], []
             for seed in config.run_seeds():
                 if report_only:
                     result = finished_run(config, dataset, objective, data, seed, control)
@@ -132,10 +187,20 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
                     )
                 if result:
                     per_seed.append((seed, result))
+                    if not control and row in config.fused_rows():
+                        run_dir = Path(run_config(config, dataset, objective, Path("unused"), seed, control).run_dir)
+                        fused = fused_result(
+                            config, data, str(run_dir / "retriever"), run_dir / fused_file(config), result, report_only
+                        )
+                        if fused:
+                            per_seed_fused.append((seed, fused))
             if per_seed:
                 rows[row] = pool_seeds(per_seed)
+            if per_seed_fused:
+                fused_rows[fused_name.format(row)] = pool_seeds(per_seed_fused)
             if not report_only:
-                write_outputs(config, results)
+                write_outputs(config, {**results, dataset.name: {**rows, **fused_rows}})
+        rows.update(fused_rows)
     results = {name: rows for name, rows in results.items() if rows}
     if results:
         write_outputs(config, results)
