@@ -14,6 +14,26 @@ step() {
     "$@" || echo "!! failed with exit $?: $*"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# FIRST (issue 36 item 2): the paper's own setting, full size — a language model trained into a retriever (LoRA,
+# last-token pooling) by DREAM-distill from the Qwen2.5-Coder-1.5B judge, beside InfoNCE and the shuffled-target
+# control, 3 seeds, scored on the whole corpus; SmolLM2-135M-Instruct and Qwen2.5-Coder-0.5B-Instruct as students,
+# τ 0.05, 0.01 and learned. research/configs/lm-student.yaml is the CPU-sized version (its header has the commands).
+# Needs runs/signal/heads-qwen2.5-coder-1.5b-instruct.json (research/artifacts/heads) and the 1.5B GGUF (get-llm.sh).
+for student in smollm2-135m-instruct qwen2.5-coder-0.5b-instruct; do
+    for tau in 0.05 0.01 learned; do
+        temperature=$([ $tau = learned ] && echo "--set base.dream_distill.learn_temperature=true" || echo "--set base.dream_distill.temperature=$tau")
+        for dataset in scifact nfcorpus; do
+            step python3 research/scripts/learn.py --config research/configs/lm-student.yaml --dataset $dataset \
+                --variant lm-student-$student-tau$tau-full-gpu --set out="$runs/lm-student-$student-tau$tau-gpu" \
+                --set base.device=cuda --set base.retriever.name=$student --set base.retriever.max_length=256 \
+                --set base.train.max_steps=1125 --set base.train.batch_size=16 \
+                --set datasets.0.eval_docs=null --set datasets.1.eval_docs=null \
+                --set datasets.0.build.max_examples=6000 --set datasets.1.build.max_examples=6000 \
+                --set datasets.0.train_data=null --set datasets.1.train_data=null \
+                --set base.dream_distill.signal_cache_dir="$runs/judge-signal-qwen2.5-coder-1.5b-instruct" $temperature
+        done
+    done
+done
 # The judge signal of the static track's 3,000 examples per dataset for the three judges (issue 17 item 5), real and
 # shuffled targets, each judge's heads selected label-free from SciFact's training texts: seconds per judge here,
 # then `research/scripts/learn.py --config research/configs/learn-static.yaml` with the same --set keys trains every seed and control on

@@ -201,6 +201,8 @@ def test_measured_on_names_methods_only_where_a_dataset_mixes_devices():
         "compare-scratch-epoch.yaml",
         "../research/configs/learn-dev.yaml",
         "../research/configs/learn-scratch.yaml",
+        "../research/configs/lm-student.yaml",
+        "../research/configs/fusion-static-dev.yaml",
     ],
 )
 def test_shipped_compare_configs_validate_for_every_objective(name, tmp_path):
