@@ -14,7 +14,6 @@ dev sets; a tie goes to rrf (nothing fitted). The test split is then read once w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,7 +40,8 @@ def main() -> None:
     table: dict[str, dict[str, dict[str, float]]] = {}  # dataset -> row -> fusion -> mean nDCG@10
     for dataset in config.datasets:
         data = dataset.evaluation_data()
-        score = lambda run: evaluate_run(data.qrels, top_k(run, 100))["ndcg@10"]  # noqa: E731
+        qrels = data.qrels
+        score = lambda run, qrels=qrels: evaluate_run(qrels, top_k(run, 100))["ndcg@10"]  # noqa: E731
         bm25 = load_encoder("bm25").retrieve(data.corpus, data.queries, 100, True, False)
         models = {"untrained": [start_retriever(config, dataset)]}
         for objective in config.objectives:
