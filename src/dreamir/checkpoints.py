@@ -60,10 +60,20 @@ def check_resumed_config(
         log.warning("resuming %s with changed settings: %s", path, ", ".join(changed))
 
 
+def checkpoint_files(run_dir: Path, up_to: int | None = None) -> list[Path]:
+    """A run's checkpoint files (checkpoints/step-NNNNNNN.pt), oldest first; with `up_to`, those of steps ≤ it."""
+    found = []
+    for candidate in run_dir.glob("checkpoints/step-*.pt"):
+        number = candidate.stem.removeprefix("step-")
+        if number.isdigit() and (up_to is None or int(number) <= up_to):
+            found.append(candidate)
+    return sorted(found)
+
+
 def load_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
     """The newest checkpoint that loads (weights only: a checkpoint never runs code), or None if there
     is none. A truncated or corrupt newer one is skipped with a warning naming it."""
-    for path in sorted(run_dir.glob("checkpoints/step-*.pt"), reverse=True):
+    for path in reversed(checkpoint_files(run_dir)):
         try:
             return path, torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated zip, a foreign pickle: either way not ours to trust

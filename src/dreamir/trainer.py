@@ -34,6 +34,7 @@ from dreamir.assets import parse_dtype
 from dreamir.checkpoints import (
     as_tuples,
     check_resumed_config,
+    checkpoint_files,
     load_checkpoint,
     numpy_state_from_safe,
     numpy_state_to_safe,
@@ -237,21 +238,13 @@ class Trainer:
         # Prune this run's earlier checkpoints only — steps up to this one, in torch's zip format — oldest first:
         # a foreign or unreadable file in checkpoints/ (say, a later step number) is neither ours to delete nor a
         # reason to delete ours, so the one just written always survives.
-        ours = [p for p in self._checkpoints_up_to(self.step) if zipfile.is_zipfile(p)]
+        ours = [p for p in checkpoint_files(self.run_dir, up_to=self.step) if zipfile.is_zipfile(p)]
         for old in ours[: -self.config.train.keep_checkpoints]:
             old.unlink(missing_ok=True)
         return path
 
-    def _checkpoints_up_to(self, step: int) -> list[Path]:
-        found = []
-        for candidate in self.run_dir.glob("checkpoints/step-*.pt"):
-            number = candidate.stem.removeprefix("step-")
-            if number.isdigit() and int(number) <= step:
-                found.append(candidate)
-        return sorted(found)
-
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(self.run_dir.glob("checkpoints/step-*.pt"))
+        found = checkpoint_files(self.run_dir)
         return found[-1] if found else None
 
     def resume(self, allow_config_change: bool = False) -> bool:
