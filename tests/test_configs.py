@@ -28,3 +28,14 @@ def test_shipped_config_validates(path):
     else:
         config = load_config(path)
         assert config.train.max_steps > 0
+
+
+def test_the_quickstart_trains_dream_distill_from_the_static_start_with_a_kept_signal(tmp_path):
+    """The quickstart's settings are a valid run config, and they are the demonstration the README describes."""
+    from dreamir.apps.quickstart import DEFAULT_STEPS, quickstart_overrides
+    from dreamir.config import load_config
+
+    config = load_config(None, quickstart_overrides(str(tmp_path / "qs"), "cpu", DEFAULT_STEPS))
+    assert config.retriever.architecture == "static" and config.train.objective == "dream_distill"
+    assert config.dream_distill.signal_cache_dir == str(tmp_path / "qs" / "judge-signal")  # the judge runs once
+    assert config.train.max_steps == DEFAULT_STEPS and config.llm.name == "smollm2-135m-instruct"

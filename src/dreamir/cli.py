@@ -523,10 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("quickstart", help="build data, select heads, train DREAM and compare before/after")
+    p = sub.add_parser(
+        "quickstart", help="build data, select heads, train DREAM-distill from a static start and compare before/after"
+    )
     p.add_argument("--run-dir", default="runs/quickstart")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=_positive_int, help="optimiser steps (default: fits ~4 min on 2 cores)")
+    p.add_argument(
+        "--steps", type=_positive_int, help="optimiser steps (default: 1200, about 10 minutes in all on 2 cores)"
+    )
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("build-data", help="self-supervised training examples from an unlabelled corpus")
