@@ -237,21 +237,20 @@ def _cmd_train(args: argparse.Namespace) -> None:
         _check_against_start(config, result.retriever_dir, *check)
 
 
-def _prepare_check(config: RunConfig, corpus_path: str) -> tuple[dict[str, str], str | None]:
-    """`train --check CORPUS`, read before training: the corpus, and the training data if it names the source
-    documents to leave out (otherwise every document may be asked about, and the run says so)."""
+def _prepare_check(config: RunConfig, corpus_path: str) -> tuple[dict[str, str], set[str]]:
+    """`train --check CORPUS`, read before training: the corpus, and the documents the training data names as
+    sources, left out of the check (none when it names none: every document may be asked about, and the run says so)."""
     from dreamir.evaluation.check import load_check_corpus, training_documents
 
     corpus = load_check_corpus(corpus_path)
     try:
-        training_documents(config.data.train, corpus)
+        return corpus, training_documents(config.data.train, corpus)
     except DataError as err:
         print(f"[dreamir] --check: {err}; no document is left out of the check")
-        return corpus, None
-    return corpus, config.data.train
+        return corpus, set()
 
 
-def _check_against_start(config: RunConfig, trained: Any, corpus: dict[str, str], train_data: str | None) -> None:
+def _check_against_start(config: RunConfig, trained: Any, corpus: dict[str, str], exclude: set[str]) -> None:
     """The label-free check of the trained retriever against its start, so a training ends with an answer."""
     from pathlib import Path
 
@@ -262,7 +261,7 @@ def _check_against_start(config: RunConfig, trained: Any, corpus: dict[str, str]
     start.eval()
     out = Path(config.run_dir) / "check"
     names = [f"start ({config.retriever.name})", "trained"]
-    result = run_check(corpus, [start, str(trained)], train_data=train_data, out=out, names=names)
+    result = run_check(corpus, [start, str(trained)], exclude=exclude, out=out, names=names)
     print("\n".join(result.lines()) + f"\ncheck report: {out}")
 
 

@@ -94,14 +94,19 @@ class HeadRanking:
         return Path(path)
 
 
-def load_heads(path: str | os.PathLike, k: int | None = None) -> list[tuple[int, int]]:
-    """Read H from a `dreamir heads` JSON (the top k of its ranking if k is given)."""
+def read_heads_json(path: str | os.PathLike):
+    """A heads file's JSON, or a DataError naming the file."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(path, None, "heads file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(path, None, f"not a heads JSON ({err})") from None
+
+
+def load_heads(path: str | os.PathLike, k: int | None = None, data=None) -> list[tuple[int, int]]:
+    """Read H from a `dreamir heads` JSON (the top k of its ranking if k is given); `data`: the file already read."""
+    data = read_heads_json(path) if data is None else data
     field = "selected" if k is None else "ranking"
     entries = data.get(field) if isinstance(data, dict) else None
     if not isinstance(entries, list):
@@ -299,8 +304,8 @@ def check_heads_file(config: HeadsConfig, llm: str) -> None:
 
     assert config.file is not None
     path, shape = config.file, llm_shape(llm)
+    data = read_heads_json(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
         declared = (int(data["num_layers"]), int(data["num_heads"]))
     except (KeyError, TypeError, ValueError):
         declared = None  # a hand-written file: its heads are still range-checked
@@ -310,7 +315,7 @@ def check_heads_file(config: HeadsConfig, llm: str) -> None:
             f"{path} was made for an LLM{made_for} with {declared[0]} layers × {declared[1]} heads; the frozen LLM "
             f"'{llm}' has {shape[0]} × {shape[1]}: run `dreamir heads` for it"
         )
-    heads = load_heads(path, shape[0] * shape[1] if config.count == "all" else int(config.count))
+    heads = load_heads(path, shape[0] * shape[1] if config.count == "all" else int(config.count), data)
     check_heads_shape(heads, shape, str(path))
 
 

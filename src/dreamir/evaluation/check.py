@@ -312,9 +312,11 @@ def run_check(
     validity_file: str | Path | None = None,
     names: Sequence[str] | None = None,
     encode_ids: bool = False,
+    exclude: set[str] | None = None,
 ) -> CheckResult:
     """The label-free check: `models` are specs `dreamir eval` takes (or retrievers in memory), the first the
-    baseline; `names` labels them (default: the spec). Writes check.json and the questions (queries.jsonl with
+    baseline; `names` labels them (default: the spec). The documents not asked about are `train_data`'s sources
+    (or `exclude`, when the caller has read them already). Writes check.json and the questions (queries.jsonl with
     writer and prompt, qrels.tsv) to `out`."""
     if len(models) < 2:
         raise ValueError("the check compares models: give at least two (the first is the baseline)")
@@ -323,7 +325,8 @@ def run_check(
     if not isinstance(corpus, dict):
         name = Path(corpus).name
         corpus = load_check_corpus(corpus, encode_ids)
-    exclude = training_documents(train_data, corpus, encode_ids) if train_data else set()
+    if exclude is None:
+        exclude = training_documents(train_data, corpus, encode_ids) if train_data else set()
     questions = build_check_queries(corpus, config, exclude, show_progress, generator)
     data = BeirData(name, corpus, questions.queries, questions.qrels)
     labels = list(names) if names is not None else [None] * len(models)
