@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dreamir.retrieval.fusion import choose_fusion_weight, convex_fusion, reciprocal_rank_fusion
@@ -83,10 +85,15 @@ def test_a_fusion_weight_is_chosen_on_the_dev_split_and_never_on_the_split_repor
     }
     best = max(by_weight, key=lambda w: (by_weight[w], -abs(w - 0.5)))
     capsys.readouterr()
-    assert main(["eval", "--data", str(folder), "--model", f"fuse:bm25+{model}", "--fusion-dev-split", "dev"]) == 0
+    report = tmp_path / "report"
+    argv = ["eval", "--data", str(folder), "--model", f"fuse:bm25+{model}", "--fusion-dev-split", "dev"]
+    assert main([*argv, "--out", str(report)]) == 0
     out = capsys.readouterr().out
     assert f"fuse:bm25+{model}: weight {best:g} chosen on split 'dev'" in out
     assert f"fuse:{best:g}:bm25+{model}" in out  # the row is the fusion with the chosen weight
+    kept = json.loads((report / "metrics.json").read_text())["fusion_weights"][f"fuse:{best:g}:bm25+{model}"]
+    assert kept["dev_split"] == "dev" and kept["dev_ndcg@10_by_weight"][str(best)] == pytest.approx(by_weight[best])
+    assert "Fusion weight: fuse:bm25+" in (report / "report.md").read_text()
     assert main(["eval", "--data", str(folder), "--model", f"fuse:bm25+{model}"]) == 2
     assert "--fusion-dev-split" in capsys.readouterr().err
     assert main(["eval", "--data", str(folder), "--model", f"fuse:bm25+{model}", "--fusion-dev-split", "test"]) == 2

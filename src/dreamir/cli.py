@@ -350,7 +350,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     data = load_beir(args.data, args.split, encode_ids=args.id_map)
     if args.sample_docs:
         data = sample_corpus(data, args.sample_docs, args.sample_seed)
-    specs = _fusion_weights_chosen(args, specs)
+    specs, fusion_choices = _fusion_weights_chosen(args, specs)
     zero_shot = ZeroShotOptions(args.mode, args.words, args.templates, args.device, args.trust_remote_code)
     results = [
         evaluate_model(
@@ -371,11 +371,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         print("\n" + format_pooled_tests(pooled))
     print(f"data: {data.stats.summary()}")
     if args.out:
-        print(f"report: {write_report(args.out, results, data, args.split, pooled)}")
+        print(f"report: {write_report(args.out, results, data, args.split, pooled, fusion_choices)}")
 
 
-def _fusion_weights_chosen(args: argparse.Namespace, specs: list) -> list:
-    """`fuse:A+B` specs (no weight) with their weight chosen on --fusion-dev-split; refused without it."""
+def _fusion_weights_chosen(args: argparse.Namespace, specs: list) -> tuple[list, list]:
+    """`fuse:A+B` specs (no weight) with their weight chosen on --fusion-dev-split (refused without it), and the
+    choices made."""
     from dreamir.data.beir import load_beir, sample_corpus
     from dreamir.evaluation.evaluate import choose_fusion_weights
     from dreamir.retrieval.base import split_fusion_spec
@@ -384,7 +385,7 @@ def _fusion_weights_chosen(args: argparse.Namespace, specs: list) -> list:
     if not open_weights:
         if args.fusion_dev_split:
             raise ValueError("--fusion-dev-split is given but no --model is fuse:A+B (a fusion without a weight)")
-        return specs
+        return specs, []
     if not args.fusion_dev_split:
         raise ValueError(
             f"{', '.join(open_weights)}: a convex fusion needs its weight — write fuse:W:A+B, or give "
@@ -403,7 +404,7 @@ def _fusion_weights_chosen(args: argparse.Namespace, specs: list) -> list:
     )
     for choice in choices:
         print(f"[eval] {choice.describe()}")
-    return specs
+    return specs, choices
 
 
 def _parse_pools(items: list[str]) -> dict[str, list[str]]:

@@ -117,19 +117,27 @@ REPORT_FILES = {"metrics.json", "run.trec", "report.md", "comparison.png", REPOR
 
 
 def write_report(
-    out: str | os.PathLike, results: list[EvalResult], data: BeirData, split: str, pooled: dict | None = None
+    out: str | os.PathLike,
+    results: list[EvalResult],
+    data: BeirData,
+    split: str,
+    pooled: dict | None = None,
+    fusion_choices: list | None = None,
 ) -> Path:
     """metrics.json (with each model's per-query nDCG@10), run.trec, report.md and comparison.png, written as one
-    folder swapped in whole: a reader (or a crash, Ctrl-C, SIGTERM, a full disk) sees the old report or the new."""
+    folder swapped in whole: a reader (or a crash, Ctrl-C, SIGTERM, a full disk) sees the old report or the new.
+    `fusion_choices` (`evaluate.FusionChoice`): how each fusion weight was chosen on a dev split, kept beside."""
     out = Path(out)
     if out.is_dir() and not (out / REPORT_MARKER).exists() and {p.name for p in out.iterdir()} <= REPORT_FILES:
         atomic_write(out / REPORT_MARKER, "{}")  # a report folder written before the marker existed
     with atomic_folder(out, REPORT_MARKER) as folder:
-        _write_report_files(folder, results, data, split, pooled or {})
+        _write_report_files(folder, results, data, split, pooled or {}, fusion_choices or [])
     return out
 
 
-def _write_report_files(out: Path, results: list[EvalResult], data: BeirData, split: str, pooled: dict) -> None:
+def _write_report_files(
+    out: Path, results: list[EvalResult], data: BeirData, split: str, pooled: dict, fusion_choices: list
+) -> None:
     title = f"{data.name} ({split}, {len(data.queries)} queries, {len(data.corpus)} documents)"
     metrics = {
         "dataset": data.name,
@@ -140,6 +148,9 @@ def _write_report_files(out: Path, results: list[EvalResult], data: BeirData, sp
         "models": {r.model: {**r.metrics, "seconds": r.seconds} for r in results},
         "per_query_ndcg@10": {r.model: r.per_query for r in results},  # for paired tests across evaluations
         "pooled": pooled,
+        "fusion_weights": {
+            c.chosen: {"spec": c.spec, "dev_split": c.split, "dev_ndcg@10_by_weight": c.scores} for c in fusion_choices
+        },
     }
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     write_trec_run(out / "run.trec", results)
@@ -151,6 +162,7 @@ def _write_report_files(out: Path, results: list[EvalResult], data: BeirData, sp
         f"Metrics via ir-measures; scores ×100. Data issues: {data.stats.summary()}.\n\n"
         + (f"{paired}\n\n" if paired else "")
         + (f"{format_pooled_tests(pooled)}\n\n" if pooled else "")
+        + "".join(f"Fusion weight: {c.describe()}.\n\n" for c in fusion_choices)
         + "![comparison](comparison.png)\n",
     )
     atomic_write(out / REPORT_MARKER, json.dumps({"written_by": "dreamir eval"}))
