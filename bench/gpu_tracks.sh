@@ -77,9 +77,10 @@ step python3 -m dreamir.cli compare --config configs/compare-scratch-epoch.yaml 
 # Every objective on all 2,000 examples per dataset (the CPU run of this track takes ~8 h).
 step python3 -m dreamir.cli compare --config configs/compare-adapt-epoch.yaml \
     --set base.device=cuda --set out="$runs/compare-adapt-epoch-gpu"
-# Seed spread of DREAM and of its shuffled-targets control on dev data (SciFact train qrels).
-step python3 bench/dev_study.py --device cuda --work "$runs/dev-study-gpu" --out "$runs/dev_study_seeds_gpu.json" \
-    --variants base shuffled-targets seed1 shuffled-targets-seed1 seed2 shuffled-targets-seed2
+# Seed spread of online DREAM and of its shuffled-targets control on dev data (SciFact train qrels, 3 seeds).
+step python3 research/scripts/learn.py --config research/configs/learn-dev.yaml --dataset scifact \
+    --variant dream-online-seeds-gpu --set base.device=cuda --set out="$runs/learn-dev-online-gpu" \
+    --set "objectives=[dream]" --set "controls=[dream]"
 # The dev study with the 1.5B judge (issue 17 item 5): DREAM-distill with the product teacher (the
 # variant chosen on dev with the 135M judge, τ_J 0.5 kept), 3 seeds beside the control; the judge's
 # signal is computed once per example on the GPU. Needs the assembled 1.5B GGUF and this judge's label-free
