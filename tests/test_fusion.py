@@ -162,3 +162,6 @@ def test_a_fused_index_searches_as_eval_ranks_and_survives_damage_checks(
     assert "does not match the checksum" in capsys.readouterr().err
     assert main(["index", "--data", str(folder), "--model", f"fuse:bm25+{model}", "--out", str(tmp_path / "x")]) == 2
     assert "--fusion-dev-split" in capsys.readouterr().err
+    argv = ["index", "--data", str(folder), "--model", f"rrf:bm25+{model}", "--out", str(tmp_path / "y")]
+    assert main([*argv, "--shard", "1/2"]) == 2
+    assert "built in one piece" in capsys.readouterr().err

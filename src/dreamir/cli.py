@@ -422,6 +422,7 @@ def _parse_pools(items: list[str]) -> dict[str, list[str]]:
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
+    from dreamir.retrieval.base import ModelSpec
     from dreamir.retrieval.index import load_checked_meta
     from dreamir.retrieval.indexing import Shard, build_index, merge_index
 
@@ -448,7 +449,7 @@ def _cmd_index(args: argparse.Namespace) -> None:
         print(f"indexed {index.size} documents with {args.model} ({args.factory}) → {args.out}")
     elif shard is not None:
         print(f"wrote part {shard.index + 1} of {shard.count} to {args.out}/parts; `dreamir index --merge` joins them")
-    else:  # a fused model: one index per side
+    elif ModelSpec.parse(args.model).kind == "fusion":  # one index per side, built in one piece
         size = load_checked_meta(args.out)["size"]
         print(f"indexed {size} documents with {args.model} (one index per side, fused at search) → {args.out}")
 

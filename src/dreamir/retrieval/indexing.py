@@ -90,7 +90,9 @@ def build_index(
         source["ids_encoded"] = True  # search shows the original ids
     if ModelSpec.parse(model).kind == "fusion":
         if shard is not None:
-            raise ValueError(f"--model {model}: a fused index is built in one piece (no --shard); index it whole")
+            raise ValueError(
+                f"--model {model}: a fused index is built in one piece by one process (no --shard, no torchrun)"
+            )
         build_fused_index(corpus, model, out, factory, params, use_cache, show_progress, device, source)
         return None
     encoder = load_encoder(model, device=device, use_cache=use_cache)  # bm25's encoder refuses to give vectors
