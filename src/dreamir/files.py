@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -205,12 +207,14 @@ def _swapped_in(target: Path, marker: str, keep: tuple[str, ...]) -> Iterator[Pa
                 fault_point()
                 os.rename(target / name, tmp / name)
                 moved.append(name)
-        if target.exists():
-            os.mkdir(old)
+        with _signals_held():  # the swap and its clean-up run to their end; a Ctrl-C or SIGTERM comes right after
+            if target.exists():
+                os.mkdir(old)
+                fault_point()
+                os.rename(target, old / "folder")
             fault_point()
-            os.rename(target, old / "folder")
-        fault_point()
-        os.rename(tmp, target)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException as err:
         # Put the old folder back if it was moved aside and the new one did not take its place (an error or an
         # interrupt between the two renames); then the temp folder goes. A reader sees the old folder whole.
@@ -225,7 +229,20 @@ def _swapped_in(target: Path, marker: str, keep: tuple[str, ...]) -> Iterator[Pa
             inside = f" (writing {Path(err.filename).name})" if err.filename and str(tmp) in str(err.filename) else ""
             raise OSError(err.errno, f"{err.strerror or err}{inside}", str(target)) from err
         raise
-    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back by the OS until the block ends, then delivered (so handled as usual): an
+    interrupt between a swap's renames, or during its clean-up, would leave the old folder beside the new one."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def recover_interrupted_swap(target: str | os.PathLike, marker: str) -> None:
