@@ -110,8 +110,17 @@ def bm25_index(texts: list[str]):
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
     stemmer = Stemmer.Stemmer("english")
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    retriever.index(bm25_tokens(texts, stemmer), show_progress=False)
     return retriever, stemmer
+
+
+def bm25_tokens(texts: list[str], stemmer=None):
+    """Texts as BM25 sees them (English stop-words dropped, words stemmed): for indexing and for queries alike."""
+    import bm25s
+    import Stemmer
+
+    stemmer = stemmer or Stemmer.Stemmer("english")
+    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
 
 
 Documents = Mapping[str, str] | Sequence[str]  # id → text, or texts (ids are their positions)

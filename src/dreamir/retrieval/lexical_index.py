@@ -59,10 +59,9 @@ class LexicalIndex:
 
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the top-k documents per query, as `bm25_run` ranks them."""
-        import bm25s
-        import Stemmer
+        from dreamir.data.text import bm25_tokens
 
-        tokens = bm25s.tokenize(queries, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
+        tokens = bm25_tokens(queries)
         rows, scores = self.retriever.retrieve(  # type: ignore[attr-defined]
             tokens, k=min(k, self.size), show_progress=False, n_threads=1
         )

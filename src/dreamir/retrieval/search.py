@@ -51,14 +51,12 @@ def to_run(
 
 
 def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100, ignore_identical_ids: bool = True) -> Run:
-    import bm25s
-
-    from dreamir.data.text import bm25_index
+    from dreamir.data.text import bm25_index, bm25_tokens
 
     doc_ids = list(corpus)
     retriever, stemmer = bm25_index([corpus[d] for d in doc_ids])
     query_ids = list(queries)
-    tokens = bm25s.tokenize([queries[q] for q in query_ids], stopwords="en", stemmer=stemmer, show_progress=False)
+    tokens = bm25_tokens([queries[q] for q in query_ids], stemmer)
     extra = int(ignore_identical_ids)  # one more hit, in case the query's own id is dropped
     indices, scores = retriever.retrieve(tokens, k=min(k + extra, len(doc_ids)), show_progress=False, n_threads=1)
     return to_run(query_ids, doc_ids, scores, indices, ignore_identical_ids, k)
