@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -135,6 +136,7 @@ def test_a_fused_index_searches_as_eval_ranks_and_survives_damage_checks(
     from dreamir.cli import main
     from dreamir.data.beir import load_beir
     from dreamir.evaluation.evaluate import evaluate_model
+    from dreamir.retrieval import index as index_module
     from dreamir.retrieval.indexing import search_index
 
     monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
@@ -156,6 +158,12 @@ def test_a_fused_index_searches_as_eval_ranks_and_survives_damage_checks(
             assert all(h["snippet"] for h in hits)
     assert main(["search", "--index", str(tmp_path / "rrf"), "scurvy", "-k", "1"]) == 0
     assert "d1" in capsys.readouterr().out
+    hashed: list[Path] = []
+    real_sha256 = index_module.file_sha256
+    monkeypatch.setattr(index_module, "file_sha256", lambda path: hashed.append(Path(path)) or real_sha256(path))
+    search_index(tmp_path / "rrf", "scurvy", k=1)
+    stored = [f for f in (tmp_path / "rrf").rglob("*") if f.is_file() and f != tmp_path / "rrf" / "meta.json"]
+    assert sorted(hashed) == sorted(stored)  # every file of both sides checked, and once per search
     damaged = next((tmp_path / "rrf" / "side-1" / "bm25").glob("*.npy"))
     damaged.write_bytes(damaged.read_bytes()[:-4])
     assert main(["search", "--index", str(tmp_path / "rrf"), "scurvy"]) == 2

@@ -116,9 +116,10 @@ class DenseIndex:
         return int(self.vectors.shape[1]) if self.vectors is not None else int(self.faiss_index.d)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> DenseIndex:
+    def load(cls, folder: str | os.PathLike, verify: bool = True) -> DenseIndex:
+        """The index at `folder`; `verify=False` skips the checksums (the caller has just checked them)."""
         folder = Path(folder)
-        meta = load_checked_meta(folder)
+        meta = load_checked_meta(folder, verify)
         if "fusion" in meta or "lexical" in meta:
             raise ValueError(f"{folder} is a {'fused' if 'fusion' in meta else 'BM25'} index, not a dense one")
         doc_ids = json.loads((folder / "ids.json").read_text())
@@ -165,14 +166,16 @@ def save_checked_folder(
     return folder
 
 
-def load_checked_meta(folder: str | os.PathLike) -> dict:
-    """An index folder's meta.json (checksums removed) once every file it lists matches its checksum."""
+def load_checked_meta(folder: str | os.PathLike, verify: bool = True) -> dict:
+    """An index folder's meta.json (checksums removed) once every file it lists matches its checksum (with
+    `verify=False`, unchecked: for a folder inside one whose checksums, covering its files, were just checked)."""
     folder = Path(folder)
     recover_interrupted_swap(folder, "meta.json")
     if not (folder / "meta.json").exists():
         raise FileNotFoundError(f"{folder} is not a dreamir index (no meta.json)")
     meta = json.loads((folder / "meta.json").read_text())
-    for name, expected in meta.pop("checksums", {}).items():
+    checksums = meta.pop("checksums", {})
+    for name, expected in checksums.items() if verify else ():
         if not (folder / name).exists() or file_sha256(folder / name) != expected:
             raise ValueError(
                 f"{folder / name} does not match the checksum in {folder / 'meta.json'}: the index is damaged "

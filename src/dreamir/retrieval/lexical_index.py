@@ -41,11 +41,12 @@ class LexicalIndex:
         return save_checked_folder(folder, files, {**self.meta, "lexical": "bm25s", "size": self.size})
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> LexicalIndex:
+    def load(cls, folder: str | os.PathLike, verify: bool = True) -> LexicalIndex:
+        """The index at `folder`; `verify=False` skips the checksums (the caller has just checked them)."""
         import bm25s
 
         folder = Path(folder)
-        meta = load_checked_meta(folder)
+        meta = load_checked_meta(folder, verify)
         if meta.get("lexical") != "bm25s":
             raise ValueError(f"{folder} is not a BM25 index")
         doc_ids = json.loads((folder / "ids.json").read_text())
