@@ -295,6 +295,7 @@ def test_compare_fuses_every_row_with_bm25_and_tests_it_against_the_fused_start(
     report = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| tiny | bm25+infonce | bm25+untrained |" in report and "| tiny | bm25+infonce | bm25 |" in report
     monkeypatch.setattr("dreamir.apps.compare.run.evaluate_model", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr("dreamir.apps.compare.run.start_retriever", lambda *a, **k: pytest.fail("start built again"))
     assert run_compare(load_compare_config(path))["tiny"] == rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,11 +109,11 @@ def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> 
 
 
 def fused_result(
-    config: CompareConfig, data, model, path: Path, source: dict, report_only: bool = False
+    config: CompareConfig, data, make_model: Callable[[], object], path: Path, source: dict, report_only: bool = False
 ) -> dict | None:
-    """`model` (a retriever in memory or a model spec) fused with `config.fuse_with`, evaluated on `data` and cached
-    at `path`; `source` is the unfused row's result (its training cost and device carry over). With `report_only`,
-    only a finished result (or None)."""
+    """The model `make_model()` gives (a retriever in memory or a model spec; called only when the result is not
+    cached) fused with `config.fuse_with`, evaluated on `data` and cached at `path`; `source` is the unfused row's
+    result (its training cost and device carry over). With `report_only`, only a finished result (or None)."""
     from dreamir.retrieval.encoder import load_encoder
     from dreamir.retrieval.fusion import FusionEncoder
 
@@ -124,7 +125,7 @@ def fused_result(
         return None
     method, weight = ("rrf", None) if config.fusion == "rrf" else ("fuse", float(config.fusion))
     assert config.fuse_with is not None
-    fused = FusionEncoder(method, load_encoder(config.fuse_with), load_encoder(model), weight, spec)
+    fused = FusionEncoder(method, load_encoder(config.fuse_with), load_encoder(make_model()), weight, spec)
     evaluated = evaluate_model(fused, data, name=spec)
     result = {
         **result_scores(evaluated, data),
@@ -166,7 +167,7 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
                     fused = fused_result(
                         config,
                         data,
-                        start_retriever(config, dataset),
+                        lambda dataset=dataset: start_retriever(config, dataset),
                         path.with_name(f"{name}-{fused_file(config)}"),
                         result,
                         report_only,
@@ -190,7 +191,12 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
                     if not control and row in config.fused_rows():
                         run_dir = Path(run_config(config, dataset, objective, Path("unused"), seed, control).run_dir)
                         fused = fused_result(
-                            config, data, str(run_dir / "retriever"), run_dir / fused_file(config), result, report_only
+                            config,
+                            data,
+                            lambda run_dir=run_dir: str(run_dir / "retriever"),
+                            run_dir / fused_file(config),
+                            result,
+                            report_only,
                         )
                         if fused:
                             per_seed_fused.append((seed, fused))
