@@ -19,7 +19,7 @@ from dreamir.data.text import resolve_corpus_path
 from dreamir.data.training import DataStats
 from dreamir.distributed import init_from_env
 from dreamir.files import atomic_open
-from dreamir.retrieval.base import ModelSpec, split_fusion_spec
+from dreamir.retrieval.base import Encoder, ModelSpec, split_fusion_spec
 from dreamir.retrieval.encoder import load_encoder
 from dreamir.retrieval.fusion import FUSION_DEPTH, convex_fusion, reciprocal_rank_fusion, top_k
 from dreamir.retrieval.index import DenseIndex, load_checked_meta, save_checked_folder
@@ -95,10 +95,7 @@ def build_index(
             )
         build_fused_index(corpus, model, out, factory, params, use_cache, show_progress, device, source)
         return None
-    encoder = load_encoder(model, device=device, use_cache=use_cache)  # bm25's encoder refuses to give vectors
-    meta = {"model": encoder.spec, **source}
-    if (fingerprint := encoder.fingerprint()) is not None:
-        meta["model_fingerprint"] = fingerprint  # search refuses another model's queries
+    encoder, meta = _encoder_and_meta(model, device, use_cache, source)  # bm25's encoder refuses to give vectors
     if shard is not None:
         start, stop = shard.bounds(len(doc_ids))
         doc_ids = doc_ids[start:stop]
@@ -114,6 +111,16 @@ def build_index(
     if group.world_size > 1 and group.is_main:
         return merge_index(out, factory, params)
     return None
+
+
+def _encoder_and_meta(model: str, device: str, use_cache: bool, source: dict) -> tuple[Encoder, dict]:
+    """The encoder of a dense index and the meta.json it records: the model, and the weights' fingerprint (search
+    refuses another model's queries)."""
+    encoder = load_encoder(model, device=device, use_cache=use_cache)
+    meta = {"model": encoder.spec, **source}
+    if (fingerprint := encoder.fingerprint()) is not None:
+        meta["model_fingerprint"] = fingerprint
+    return encoder, meta
 
 
 def snippet(text: str, length: int = 100) -> str:
@@ -202,10 +209,7 @@ def build_fused_index(
         if ModelSpec.parse(side).kind == "bm25":
             sides[name] = LexicalIndex.build(doc_ids, texts, snippets, {"model": "bm25", **source})
             continue
-        encoder = load_encoder(side, device=device, use_cache=use_cache)
-        meta = {"model": encoder.spec, **source}
-        if (fingerprint := encoder.fingerprint()) is not None:
-            meta["model_fingerprint"] = fingerprint
+        encoder, meta = _encoder_and_meta(side, device, use_cache, source)
         vectors = encoder.encode_documents(texts, show_progress)
         sides[name] = DenseIndex.build(doc_ids, vectors, factory, params, meta=meta, snippets=snippets)
     fusion = {"spec": model, "method": method, "weight": weight, "sides": {"side-1": first, "side-2": second}}
