@@ -262,10 +262,11 @@ def test_compare_fuses_every_row_with_bm25_and_tests_it_against_the_fused_start(
     tmp_path, tiny_llm_dir, tiny_encoder_dir, monkeypatch
 ):
     """`fuse_with: bm25`: rows bm25+untrained and bm25+<objective> (seeds pooled), each fused run equal to what
-    `dreamir eval` gives for the same fusion spec; vs_start against bm25+untrained, vs_fused_with against bm25;
-    the control gets no fused twin; a second call evaluates nothing."""
+    `dreamir eval` gives for the same fusion spec (the dataset's own weight over the comparison's); vs_start against
+    bm25+untrained, vs_fused_with against bm25; the control gets no fused twin; a second call evaluates nothing."""
     from dreamir.apps.compare import load_compare_config, run_compare
     from dreamir.cli import main
+    from dreamir.config import ConfigError
     from dreamir.data.beir import load_beir
     from dreamir.evaluation.evaluate import evaluate_model
     from dreamir.evaluation.significance import paired_test, pooled
@@ -273,7 +274,12 @@ def test_compare_fuses_every_row_with_bm25_and_tests_it_against_the_fused_start(
     monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
     path = compare_config(tmp_path, tiny_llm_dir, tiny_encoder_dir, ["infonce"])
     config = yaml.safe_load(path.read_text())
-    config.update(seeds=[0, 1], controls=["infonce"], fuse_with="bm25", fusion=0.4)
+    config.update(seeds=[0, 1], controls=["infonce"], fusion=0.4)
+    config["datasets"][0]["fusion"] = 0.4
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="datasets tiny set a fusion, but the comparison has no fuse_with"):
+        load_compare_config(path)
+    config.update(fuse_with="bm25", fusion="rrf")  # the dataset's own weight (chosen on its dev split) wins
     path.write_text(yaml.safe_dump(config))
     assert main(["compare", "--config", str(path)]) == 0
     out = tmp_path / "cmp" / "tiny"

@@ -44,6 +44,9 @@ class DatasetConfig(StrictConfig):
     # encoding the whole corpus is too slow; such scores are comparable only with each other
     eval_docs: int | None = Field(None, gt=0)
     eval_seed: int = 0
+    # this dataset's fusion (rrf or W) when the comparison has `fuse_with`: a weight is chosen on each dataset's own
+    # dev split; unset, the comparison's `fusion`
+    fusion: Literal["rrf"] | Annotated[float, Field(ge=0.0, le=1.0)] | None = None
 
     def evaluation_data(self, train_path: Path | None = None) -> BeirData:
         """The split the methods are scored on: its queries, qrels and corpus (or the corpus sample). With no split,
@@ -87,9 +90,14 @@ class CompareConfig(StrictConfig):
     fuse_with: str | None = None
     fusion: Literal["rrf"] | Annotated[float, Field(ge=0.0, le=1.0)] = "rrf"
 
-    def fusion_spec(self, model: str) -> str:
-        """The model spec of `model` fused with `fuse_with` (rrf:bm25+MODEL or fuse:W:bm25+MODEL)."""
-        method = "rrf" if self.fusion == "rrf" else f"fuse:{self.fusion:g}"
+    def fusion_for(self, dataset: DatasetConfig) -> str | float:
+        """The fusion of `dataset`'s fused rows: rrf or the convex weight W of `fuse_with`'s side."""
+        return self.fusion if dataset.fusion is None else dataset.fusion
+
+    def fusion_spec(self, model: str, dataset: DatasetConfig) -> str:
+        """The model spec of `model` fused with `fuse_with` on `dataset` (rrf:bm25+MODEL or fuse:W:bm25+MODEL)."""
+        fusion = self.fusion_for(dataset)
+        method = "rrf" if fusion == "rrf" else f"fuse:{fusion:g}"
         return f"{method}:{self.fuse_with}+{model}"
 
     def fused_rows(self) -> list[str]:
@@ -122,6 +130,8 @@ def load_compare_config(path: str | os.PathLike, overrides: dict[str, Any] | Non
         config = CompareConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(format_config_errors(err, str(path))) from None
+    if not config.fuse_with and (fused := [d.name for d in config.datasets if d.fusion is not None]):
+        raise ConfigError(f"{path}: datasets {', '.join(fused)} set a fusion, but the comparison has no fuse_with")
     for _, objective, control in config.methods():  # fail now, not after hours of training the first ones
         run_config(config, config.datasets[0], objective, Path("/nonexistent"), control=control)
     return config

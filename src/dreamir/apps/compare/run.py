@@ -109,21 +109,28 @@ def baseline(config: CompareConfig, dataset: DatasetConfig, name: str, data) -> 
 
 
 def fused_result(
-    config: CompareConfig, data, make_model: Callable[[], object], path: Path, source: dict, report_only: bool = False
+    config: CompareConfig,
+    dataset: DatasetConfig,
+    data,
+    make_model: Callable[[], object],
+    path: Path,
+    source: dict,
+    report_only: bool = False,
 ) -> dict | None:
     """The model `make_model()` gives (a retriever in memory or a model spec; called only when the result is not
-    cached) fused with `config.fuse_with`, evaluated on `data` and cached at `path`; `source` is the unfused row's
-    result (its training cost and device carry over). With `report_only`, only a finished result (or None)."""
+    cached) fused with `config.fuse_with` as `dataset` says, evaluated on `data` and cached at `path`; `source` is the
+    unfused row's result (its training cost and device carry over). With `report_only`, only a finished result."""
     from dreamir.retrieval.encoder import load_encoder
     from dreamir.retrieval.fusion import FusionEncoder
 
-    spec = config.fusion_spec("MODEL")
+    spec = config.fusion_spec("MODEL", dataset)
     cached = finished_result(path, data)
     if cached and cached.get("spec") == spec:
         return cached
     if report_only:
         return None
-    method, weight = ("rrf", None) if config.fusion == "rrf" else ("fuse", float(config.fusion))
+    fusion = config.fusion_for(dataset)
+    method, weight = ("rrf", None) if fusion == "rrf" else ("fuse", float(fusion))
     assert config.fuse_with is not None
     fused = FusionEncoder(method, load_encoder(config.fuse_with), load_encoder(make_model()), weight, spec)
     evaluated = evaluate_model(fused, data, name=spec)
@@ -138,9 +145,9 @@ def fused_result(
     return result
 
 
-def fused_file(config: CompareConfig) -> str:
+def fused_file(config: CompareConfig, dataset: DatasetConfig) -> str:
     """The file a run's (or baseline's) fused result is cached in, named by the fusion: fused-rrf-bm25.json."""
-    slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in config.fusion_spec("").rstrip("+"))
+    slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in config.fusion_spec("", dataset).rstrip("+"))
     return f"fused-{slug}.json"
 
 
@@ -166,9 +173,10 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
                 if name in config.fused_rows():
                     fused = fused_result(
                         config,
+                        dataset,
                         data,
                         lambda dataset=dataset: start_retriever(config, dataset),
-                        path.with_name(f"{name}-{fused_file(config)}"),
+                        path.with_name(f"{name}-{fused_file(config, dataset)}"),
                         result,
                         report_only,
                     )
@@ -192,9 +200,10 @@ def run_compare(config: CompareConfig, report_only: bool = False) -> dict:
                         run_dir = Path(run_config(config, dataset, objective, Path("unused"), seed, control).run_dir)
                         fused = fused_result(
                             config,
+                            dataset,
                             data,
                             lambda run_dir=run_dir: str(run_dir / "retriever"),
-                            run_dir / fused_file(config),
+                            run_dir / fused_file(config, dataset),
                             result,
                             report_only,
                         )
