@@ -173,3 +173,46 @@ def test_a_fused_index_searches_as_eval_ranks_and_survives_damage_checks(
     argv = ["index", "--data", str(folder), "--model", f"rrf:bm25+{model}", "--out", str(tmp_path / "y")]
     assert main([*argv, "--shard", "1/2"]) == 2
     assert "built in one piece" in capsys.readouterr().err
+
+
+def test_search_runs_a_queries_file_through_an_index_opened_once(tmp_path, tiny_encoder_dir, capsys, monkeypatch):
+    """`dreamir search --queries FILE --out RUN`: one TREC run for every query, equal to `dreamir eval`'s ranking of
+    the same spec (fused and dense), the index and encoder loaded once; one query alone gives the same hits; a bad
+    queries file is named by line and field, and QUERY with --queries is refused."""
+    from dreamir.cli import main
+    from dreamir.data.beir import load_beir
+    from dreamir.evaluation.evaluate import evaluate_model
+    from dreamir.retrieval import indexing
+    from dreamir.retrieval.indexing import search_index
+
+    monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    folder = make_beir(tmp_path / "beir")
+    data = load_beir(folder, "test")
+    model = str(tiny_encoder_dir)
+    opened: list[Path] = []
+    real_open = indexing._open_side
+    monkeypatch.setattr(indexing, "_open_side", lambda *a: opened.append(a[0]) or real_open(*a))
+    for spec in (f"fuse:0.3:bm25+{model}", model):
+        index, trec = tmp_path / "idx", tmp_path / "run.trec"
+        assert main(["index", "--data", str(folder), "--model", spec, "--out", str(index)]) == 0
+        opened.clear()
+        argv = ["search", "--index", str(index), "--queries", str(folder / "queries.jsonl"), "-k", "2"]
+        assert main([*argv, "--out", str(trec)]) == 0
+        assert f"searched {len(data.queries)} queries: top 2 each → {trec}" in capsys.readouterr().out
+        assert len(opened) == (2 if spec.startswith("fuse") else 1)  # each side once, not once per query
+        rows = [line.split() for line in trec.read_text().splitlines()]
+        expected = evaluate_model(spec, data, show_progress=False, ignore_identical_ids=False).run
+        for qid, text in data.queries.items():
+            ours = [(r[2], int(r[3]), float(r[4])) for r in rows if r[0] == qid]
+            best = sorted(expected[qid].items(), key=lambda item: -item[1])[:2]
+            assert [(d, rank) for d, rank, _ in ours] == [(d, rank) for rank, (d, _) in enumerate(best, start=1)]
+            assert [s for *_, s in ours] == pytest.approx([s for _, s in best], abs=1e-5)
+            assert [h["doc_id"] for h in search_index(index, text, k=2)] == [d for d, *_ in ours]
+        assert all(r[1] == "Q0" and r[5] == "dreamir" for r in rows)
+        assert main(argv) == 0 and capsys.readouterr().out.splitlines() == trec.read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "q1", "text": "scurvy"}\n{"text": "no id"}\n')
+    assert main(["search", "--index", str(tmp_path / "idx"), "--queries", str(bad)]) == 2
+    assert "bad.jsonl, line 2: field '_id': missing" in capsys.readouterr().err
+    assert main(["search", "--index", str(tmp_path / "idx"), "scurvy", "--queries", str(bad)]) == 2
+    assert "one QUERY or --queries FILE" in capsys.readouterr().err

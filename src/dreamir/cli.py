@@ -16,7 +16,7 @@ from dreamir.config import ConfigError, RunConfig, load_config, parse_override, 
 from dreamir.data.jsonl import DataError
 from dreamir.data.text import BuildConfig
 from dreamir.evaluation.check import CheckConfig
-from dreamir.files import refuse_output_over_inputs
+from dreamir.files import atomic_write, refuse_output_over_inputs
 from dreamir.objectives import OBJECTIVES
 from dreamir.settings import HeadsConfig
 
@@ -455,11 +455,33 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
-    from dreamir.retrieval.indexing import search_index
+    from dreamir.retrieval.indexing import IndexSearcher
 
-    hits = search_index(args.index, args.query, args.k, force=args.force, device=args.device)
-    for rank, hit in enumerate(hits, start=1):
-        print(f"{rank:3d}  {hit['score']:.4f}  {hit['doc_id']}  {hit['snippet']}")
+    if (args.query is None) == (args.queries is None):
+        raise ValueError("dreamir search takes one QUERY or --queries FILE (not both, not neither)")
+    if args.out and args.queries is None:
+        raise ValueError("--out writes the run of a --queries file; a single QUERY prints its hits")
+    if args.out:
+        refuse_output_over_inputs(args.out, args.queries, args.index)
+    searcher = IndexSearcher(args.index, force=args.force, device=args.device)
+    if args.query is not None:
+        for rank, hit in enumerate(searcher.search([args.query], args.k)[0], start=1):
+            print(f"{rank:3d}  {hit['score']:.4f}  {hit['doc_id']}  {hit['snippet']}")
+        return
+    from dreamir.data.beir import load_queries
+    from dreamir.data.training import DataStats
+    from dreamir.evaluation.report import trec_lines
+
+    stats = DataStats()
+    queries = load_queries(args.queries, stats, encode_ids=args.id_map)
+    run, _ = searcher.run(queries, args.k)
+    lines = trec_lines(run, "dreamir")
+    if args.out:
+        atomic_write(args.out, "".join(lines))
+        skipped = f" ({stats.summary()})" if stats.counts else ""
+        print(f"searched {len(queries)} queries{skipped}: top {args.k} each → {args.out} (TREC run format)")
+    else:
+        sys.stdout.writelines(lines)
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
@@ -711,7 +733,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="query an index built by `dreamir index`")
     p.add_argument("--index", required=True)
-    p.add_argument("query")
+    p.add_argument("query", nargs="?", help="one query: its hits are printed with their snippets")
+    p.add_argument(
+        "--queries",
+        metavar="FILE",
+        help='many queries, a JSONL of {"_id", "text"} (BEIR\'s queries.jsonl): the index and the query encoder '
+        "load once, and the run is printed (or written with --out) in TREC format",
+    )
+    p.add_argument("--out", help="with --queries: the TREC run file, written atomically")
+    _add_id_map(p)
     p.add_argument("-k", type=_positive_int, default=10)
     p.add_argument("--force", action="store_true", help="search even if the model changed since indexing")
     p.add_argument("--device", default="cpu", help="where the query encoder runs")

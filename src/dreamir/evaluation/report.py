@@ -10,6 +10,7 @@ from dreamir.data.beir import BeirData
 from dreamir.evaluation.evaluate import EvalResult
 from dreamir.evaluation.metrics import METRICS
 from dreamir.files import atomic_folder, atomic_open, atomic_write
+from dreamir.retrieval.search import Run
 
 
 def format_table(results: list[EvalResult], title: str = "") -> str:
@@ -72,14 +73,20 @@ def format_pooled_tests(pooled: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def trec_lines(run: Run, tag: str) -> list[str]:
+    """A run in TREC format: `qid Q0 docid rank score tag`, each query's hits best first."""
+    tag = tag.replace(" ", "_")
+    lines = []
+    for qid, hits in run.items():
+        ranked = sorted(hits.items(), key=lambda kv: -kv[1])
+        lines += [f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n" for rank, (did, score) in enumerate(ranked, start=1)]
+    return lines
+
+
 def write_trec_run(path: Path, results: list[EvalResult]) -> None:
     with atomic_open(path) as handle:
         for r in results:
-            tag = r.model.replace(" ", "_")
-            for qid, hits in r.run.items():
-                ranked = sorted(hits.items(), key=lambda kv: -kv[1])
-                for rank, (did, score) in enumerate(ranked, start=1):
-                    handle.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
+            handle.writelines(trec_lines(r.run, r.model))
 
 
 def grouped_bars(

@@ -217,44 +217,93 @@ def build_fused_index(
     return save_checked_folder(out, files, {"fusion": fusion, "size": len(doc_ids), **source})
 
 
+class IndexSearcher:
+    """An index folder opened once for many queries: its checksums checked once (a fused index's meta.json covers
+    both sides' files), its sides and the query encoder loaded once. Queries go through in batches, as `eval` ranks
+    them; a fused index asks each side for its top `FUSION_DEPTH` and fuses them."""
+
+    def __init__(self, folder: str | os.PathLike, force: bool = False, device: str = "cpu") -> None:
+        self.folder = Path(folder)
+        self.meta = load_checked_meta(self.folder)
+        self.fusion: dict | None = self.meta.get("fusion")
+        paths = [self.folder / "side-1", self.folder / "side-2"] if self.fusion else [self.folder]
+        self.sides = [_open_side(path, force, device) for path in paths]
+
+    def run(self, queries: dict[str, str], k: int = 10) -> tuple[Run, dict[str, str]]:
+        """The top-k of every query as a run {query id: {doc id (as stored): score}}, and the hit documents'
+        snippets."""
+        depth = max(k, FUSION_DEPTH) if self.fusion else k
+        runs, snippets = [], {}
+        for side in self.sides:
+            run, side_snippets = side.hits(queries, depth)
+            runs.append(run)
+            snippets.update(side_snippets)
+        if not self.fusion:
+            return runs[0], snippets
+        if self.fusion["method"] == "rrf":
+            fused = reciprocal_rank_fusion(*runs)
+        else:
+            fused = convex_fusion(*runs, self.fusion["weight"])
+        return top_k(fused, k), snippets
+
+    def search(self, queries: list[str], k: int = 10) -> list[list[dict]]:
+        """For each query, its hits best first: {"doc_id" (decoded if the index encoded ids), "score", "snippet"}."""
+        ids = [str(i) for i in range(len(queries))]
+        run, snippets = self.run(dict(zip(ids, queries)), k)
+        decode = self.meta.get("ids_encoded", False)
+        return [
+            [
+                {"doc_id": decode_id(doc_id) if decode else doc_id, "score": score, "snippet": snippets[doc_id]}
+                for doc_id, score in sorted(run.get(qid, {}).items(), key=lambda item: -item[1])
+            ]
+            for qid in ids
+        ]
+
+
 def search_index(
     folder: str | os.PathLike, query: str, k: int = 10, force: bool = False, device: str = "cpu"
 ) -> list[dict]:
-    """Top-k documents for `query`. The query is encoded (on `device`) by the model the index was built with; if
-    that model's weights changed since (the folder was replaced), the search is refused unless `force`. A fused
-    index asks each side for its top `FUSION_DEPTH` and fuses them. Every file is checksummed once per search: a
-    fused index's meta.json covers its sides' files."""
-    meta = load_checked_meta(folder)
-    if "fusion" in meta:
-        fusion = meta["fusion"]
-        runs, snippets = [], {}
-        for name in ("side-1", "side-2"):
-            run, side_snippets = _side_hits(Path(folder) / name, query, max(k, FUSION_DEPTH), force, device)
-            runs.append(run)
-            snippets.update(side_snippets)
-        if fusion["method"] == "rrf":
-            fused = reciprocal_rank_fusion(*runs)
-        else:
-            fused = convex_fusion(*runs, fusion["weight"])
-        ranked = top_k(fused, k).get("q", {})
-    else:
-        run, snippets = _side_hits(folder, query, k, force, device)
-        ranked = run["q"]
-    decode = meta.get("ids_encoded", False)
-    return [
-        {"doc_id": decode_id(doc_id) if decode else doc_id, "score": score, "snippet": snippets[doc_id]}
-        for doc_id, score in sorted(ranked.items(), key=lambda item: -item[1])
-    ]
+    """Top-k documents for one query (`IndexSearcher` for many). The query is encoded (on `device`) by the model the
+    index was built with; if that model's weights changed since (the folder was replaced), the search is refused
+    unless `force`."""
+    return IndexSearcher(folder, force, device).search([query], k)[0]
 
 
-def _side_hits(folder: str | os.PathLike, query: str, k: int, force: bool, device: str) -> tuple[Run, dict[str, str]]:
-    """One index's top-k for `query` as a run {"q": {doc id: score}}, and the snippets of the documents hit (its
-    checksums already checked by the caller)."""
+@dataclass
+class _LexicalSide:
+    index: LexicalIndex
+
+    def hits(self, queries: dict[str, str], k: int) -> tuple[Run, dict[str, str]]:
+        scores, rows = self.index.search(list(queries.values()), k)
+        run: Run = {}
+        snippets: dict[str, str] = {}
+        for qid, row_scores, row_ids in zip(queries, scores, rows):
+            run[qid] = {self.index.doc_ids[int(r)]: float(s) for s, r in zip(row_scores, row_ids)}
+            snippets.update({self.index.doc_ids[int(r)]: self.index.snippets[int(r)] for r in row_ids})
+        return run, snippets
+
+
+@dataclass
+class _DenseSide:
+    index: DenseIndex
+    encoder: Encoder
+    texts: list[str]
+
+    def hits(self, queries: dict[str, str], k: int) -> tuple[Run, dict[str, str]]:
+        scores, rows = self.index.search(self.encoder.encode_queries(list(queries.values())), k)
+        run: Run = {}
+        snippets: dict[str, str] = {}
+        for qid, row_scores, row_ids in zip(queries, scores, rows):
+            kept = [(int(r), float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]  # faiss pads short lists with -1
+            run[qid] = {self.index.doc_ids[r]: score for r, score in kept}
+            snippets.update({self.index.doc_ids[r]: self.texts[r] for r, _ in kept})
+        return run, snippets
+
+
+def _open_side(folder: Path, force: bool, device: str) -> _LexicalSide | _DenseSide:
+    """One index of a searcher (its checksums already checked by the caller), with its query encoder."""
     if "lexical" in load_checked_meta(folder, verify=False):
-        lexical = LexicalIndex.load(folder, verify=False)
-        scores, rows = lexical.search([query], k)
-        found = [(lexical.doc_ids[int(r)], float(s), lexical.snippets[int(r)]) for s, r in zip(scores[0], rows[0])]
-        return {"q": {d: score for d, score, _ in found}}, {d: text for d, _, text in found}
+        return _LexicalSide(LexicalIndex.load(folder, verify=False))
     index = DenseIndex.load(folder, verify=False)
     model = index.meta["model"]
     if not model:
@@ -266,15 +315,8 @@ def _side_hits(folder: str | os.PathLike, query: str, k: int, force: bool, devic
             f"the model at {model} is not the one {folder} was built with (its weights changed); "
             "rebuild the index, or pass --force to search with it anyway"
         )
-    scores, rows = index.search(encoder.encode_queries([query]), k)
     texts = index.snippets
     if texts is None:  # an index built before snippets were kept: the corpus file as it is now
         corpus = load_corpus(index.meta["corpus"], DataStats()) if Path(index.meta.get("corpus", "")).is_file() else {}
         texts = [snippet(corpus.get(doc_id, "")) for doc_id in index.doc_ids]
-    hits, snippets = {}, {}
-    for score, row in zip(scores[0], rows[0]):
-        if row < 0:  # faiss pads with -1 when fewer than k hits are found
-            continue
-        doc_id = index.doc_ids[int(row)]
-        hits[doc_id], snippets[doc_id] = float(score), texts[int(row)]
-    return {"q": hits}, snippets
+    return _DenseSide(index, encoder, texts)
