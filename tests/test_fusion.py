@@ -186,8 +186,10 @@ def test_search_runs_a_queries_file_through_an_index_opened_once(tmp_path, tiny_
     from dreamir.retrieval.indexing import search_index
 
     monkeypatch.setenv("DREAMIR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("dreamir.cli.SEARCH_CHUNK", 1)  # several rounds, as a long queries file
     folder = make_beir(tmp_path / "beir")
     data = load_beir(folder, "test")
+    assert len(data.queries) > 1
     model = str(tiny_encoder_dir)
     opened: list[Path] = []
     real_open = indexing._open_side

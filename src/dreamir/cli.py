@@ -16,7 +16,7 @@ from dreamir.config import ConfigError, RunConfig, load_config, parse_override, 
 from dreamir.data.jsonl import DataError
 from dreamir.data.text import BuildConfig
 from dreamir.evaluation.check import CheckConfig
-from dreamir.files import atomic_write, refuse_output_over_inputs
+from dreamir.files import atomic_open, refuse_output_over_inputs
 from dreamir.objectives import OBJECTIVES
 from dreamir.settings import HeadsConfig
 
@@ -454,6 +454,9 @@ def _cmd_index(args: argparse.Namespace) -> None:
         print(f"indexed {size} documents with {args.model} (one index per side, fused at search) → {args.out}")
 
 
+SEARCH_CHUNK = 1024  # queries encoded, searched and written per round of `dreamir search --queries`
+
+
 def _cmd_search(args: argparse.Namespace) -> None:
     from dreamir.retrieval.indexing import IndexSearcher
 
@@ -468,20 +471,25 @@ def _cmd_search(args: argparse.Namespace) -> None:
         for rank, hit in enumerate(searcher.search([args.query], args.k)[0], start=1):
             print(f"{rank:3d}  {hit['score']:.4f}  {hit['doc_id']}  {hit['snippet']}")
         return
+    from contextlib import nullcontext
+
+    from tqdm.auto import tqdm
+
     from dreamir.data.beir import load_queries
     from dreamir.data.training import DataStats
     from dreamir.evaluation.report import trec_lines
 
     stats = DataStats()
     queries = load_queries(args.queries, stats, encode_ids=args.id_map)
-    run, _ = searcher.run(queries, args.k)
-    lines = trec_lines(run, "dreamir")
+    ids = list(queries)
+    chunks = range(0, len(ids), SEARCH_CHUNK)  # memory stays bounded; progress shows on a long file
+    with atomic_open(args.out) if args.out else nullcontext(sys.stdout) as handle:
+        for start in tqdm(chunks, desc="search", unit="chunk", disable=len(chunks) < 2 or not args.out):
+            run, _ = searcher.run({q: queries[q] for q in ids[start : start + SEARCH_CHUNK]}, args.k)
+            handle.writelines(trec_lines(run, "dreamir"))
     if args.out:
-        atomic_write(args.out, "".join(lines))
         skipped = f" ({stats.summary()})" if stats.counts else ""
         print(f"searched {len(queries)} queries{skipped}: top {args.k} each → {args.out} (TREC run format)")
-    else:
-        sys.stdout.writelines(lines)
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
