@@ -216,5 +216,9 @@ def test_search_runs_a_queries_file_through_an_index_opened_once(tmp_path, tiny_
     bad.write_text('{"_id": "q1", "text": "scurvy"}\n{"text": "no id"}\n')
     assert main(["search", "--index", str(tmp_path / "idx"), "--queries", str(bad)]) == 2
     assert "bad.jsonl, line 2: field '_id': missing" in capsys.readouterr().err
+    bad.write_text('{"_id": "q1", "text": "  "}\n')
+    assert main(["search", "--index", str(tmp_path / "idx"), "--queries", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "bad.jsonl: no query to search (skipped_empty_queries=1)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
     assert main(["search", "--index", str(tmp_path / "idx"), "scurvy", "--queries", str(bad)]) == 2
     assert "one QUERY or --queries FILE" in capsys.readouterr().err

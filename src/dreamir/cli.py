@@ -481,6 +481,9 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
     stats = DataStats()
     queries = load_queries(args.queries, stats, encode_ids=args.id_map)
+    if not queries:
+        why = stats.summary() if stats.counts else "the file is empty"
+        raise DataError(args.queries, None, f"no query to search ({why})")
     ids = list(queries)
     chunks = range(0, len(ids), SEARCH_CHUNK)  # memory stays bounded; progress shows on a long file
     with atomic_open(args.out) if args.out else nullcontext(sys.stdout) as handle:
