@@ -264,8 +264,16 @@ def test_precompute_stores_the_judge_signal_and_training_then_makes_no_judge_pas
 
     heads = str(tmp_path / "gpu" / "heads.json")  # the head set the signal was computed with
     monkeypatch.setattr(teachers, "weight_gradient", lambda *a, **k: pytest.fail("the judge ran again"))
+    capsys.readouterr()
     assert main(["train", "--run-dir", str(tmp_path / "cpu"), *args, "--heads", heads]) == 0
     assert (tmp_path / "cpu" / "retriever" / "modules.json").exists()
+    said = f"judge signal: 7 of 7 examples stored in {tmp_path / 'signal'}; the judge runs for none"
+    assert said in capsys.readouterr().out  # said before training, so that hours of judge passes are no surprise
+    monkeypatch.undo()
+    fresh = [*args, "--heads", heads, "--set", f"dream_distill.signal_cache_dir={tmp_path / 'fresh'}"]
+    assert main(["train", "--run-dir", str(tmp_path / "fresh-run"), *fresh]) == 0
+    said = f"judge signal: 0 of 7 examples stored in {tmp_path / 'fresh'}; the judge runs for the other 7, once each"
+    assert said in capsys.readouterr().out
 
     capsys.readouterr()
     assert main(["train", "--run-dir", str(tmp_path / "x"), *common, "--objective", "infonce", "--precompute"]) == 2

@@ -340,6 +340,8 @@ class Trainer:
                 f"[dreamir] {len(self.examples)} training examples; data: {self.stats.summary()}; "
                 f"{self.group.world_size} process(es) × batch {tc.batch_size}"
             )
+            if plan := self.objective.plan([t for t in self.tokenized if t is not None]):
+                print(f"[dreamir] {plan}")
         kill_at = int(os.environ.get(_KILL_ENV, "0") or 0)
         resumed_from = self.step
         self.retriever.train()

@@ -90,6 +90,10 @@ class Objective(nn.Module):
         """A line for the end of training (e.g. cache statistics), or None."""
         return None
 
+    def plan(self, tokenized: list[TokenizedExample]) -> str | None:
+        """A line for the start of training (e.g. how much of a kept signal is stored already), or None."""
+        return None
+
     def precompute(self, tokenized: list[TokenizedExample], batch_size: int, show_progress: bool) -> str:
         """Compute ahead of training what training would compute and keep (`dreamir train --precompute`),
         e.g. on a GPU for a run that then trains elsewhere; returns a line saying what was done."""

@@ -48,3 +48,6 @@ class Sum(Objective):
 
     def summary(self) -> str | None:
         return "; ".join(line for term in self.terms if (line := term.summary())) or None
+
+    def plan(self, tokenized: list[TokenizedExample]) -> str | None:
+        return "; ".join(line for term in self.terms if (line := term.plan(tokenized))) or None

@@ -49,3 +49,6 @@ class Distill(Objective):
 
     def summary(self) -> str | None:
         return self.teacher.summary()
+
+    def plan(self, tokenized: list[TokenizedExample]) -> str | None:
+        return self.teacher.plan(tokenized)

@@ -79,5 +79,14 @@ class ExampleSignalStore:
             f"in {self.config.signal_cache_dir}"
         )
 
+    def coverage(self, tokenized: list[TokenizedExample], runs: str) -> str:
+        """A line said before training: how many of the examples are stored already, so that the LLM passes
+        still to come (minutes or hours for a large LLM on a CPU) are known up front."""
+        stored = sum(self.cached(t) is not None for t in tokenized)
+        where = f"in {self.config.signal_cache_dir}" if self.config.signal_cache_dir else "(no signal_cache_dir)"
+        missing = len(tokenized) - stored
+        todo = f"{runs} for the other {missing}, once each" if missing else f"{runs} for none"
+        return f"{self.what}: {stored} of {len(tokenized)} examples stored {where}; {todo}"
+
     def summary(self, passes: str) -> str:
         return f"{self.what}: {self.calls} {passes}; {self.store.summary()}"

@@ -42,6 +42,10 @@ class Teacher(nn.Module):
     def summary(self) -> str | None:
         return None
 
+    def plan(self, tokenized: list[TokenizedExample]) -> str | None:
+        """A line for the start of training: how much of the signal the teacher keeps is stored already."""
+        return None
+
 
 def signal_log_distribution(values: list[torch.Tensor], mask: torch.Tensor, temperature: float) -> torch.Tensor:
     """log softmax(−v / τ) over each example's candidates from per-example values v (a loss: lower is better)."""
@@ -97,6 +101,9 @@ class JudgeGradient(Teacher):
     def summary(self) -> str | None:
         return self.signal.summary("judge passes")
 
+    def plan(self, tokenized: list[TokenizedExample]) -> str | None:
+        return self.signal.coverage(tokenized, "the judge runs")
+
 
 class LMLikelihood(Teacher):
     """P_LM from ℓ_i = −log p(y | d_i, q) per target token (`score="mean"`) or in total (`"sum"`)."""
@@ -121,6 +128,9 @@ class LMLikelihood(Teacher):
 
     def summary(self) -> str | None:
         return self.nll.summary("LLM passes")
+
+    def plan(self, tokenized: list[TokenizedExample]) -> str | None:
+        return self.nll.coverage(tokenized, "the LLM runs")
 
 
 class Start(Teacher):
@@ -175,3 +185,6 @@ class Product(Teacher):
 
     def summary(self) -> str | None:
         return "; ".join(s for s in (self.a.summary(), self.b.summary()) if s) or None
+
+    def plan(self, tokenized: list[TokenizedExample]) -> str | None:
+        return "; ".join(s for s in (self.a.plan(tokenized), self.b.plan(tokenized)) if s) or None
