@@ -645,8 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="BEIR folder")
     _add_models(
         p,
-        "bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name, or two of them fused: "
-        "rrf:A+B, fuse:W:A+B (W·A + (1 − W)·B of normalised scores), fuse:A+B (W chosen by --fusion-dev-split)",
+        "bm25, a sentence-transformers folder, a dreamir run folder, an alias or hub name, run:FILE (a TREC run "
+        "computed elsewhere), or two of them fused: rrf:A+B, fuse:W:A+B (W·A + (1 − W)·B of normalised scores), "
+        "fuse:A+B (W chosen by --fusion-dev-split)",
     )
     p.add_argument("--split", default="test")
     p.add_argument(

@@ -91,7 +91,7 @@ def _document_text(title: str | None, text: str) -> str:
 
 
 def _gives_vectors(spec: str) -> bool:
-    return ModelSpec.parse(spec).kind not in ("bm25", "fusion")
+    return ModelSpec.parse(spec).kind not in ("bm25", "fusion", "run")
 
 
 class DreamirSearch:

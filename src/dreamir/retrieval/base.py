@@ -5,6 +5,7 @@ A spec is one of
 - "bm25" (lexical, bm25s);
 - "promptreps:NAME" / "diffretriever:NAME" (the zero-shot LLM retrievers);
 - "rrf:A+B" / "fuse:W:A+B" (two specs' runs fused: `fusion.py`);
+- "run:FILE" (a TREC run computed elsewhere, scored as it ranks: `run_file.py`);
 - a dreamir run folder (its exported retriever);
 - anything else a dense retriever loads: an alias, a sentence-transformers or HF folder, a GGUF file,
   a hub name.
@@ -26,7 +27,7 @@ from dreamir.retrieval.search import Run, exact_topk, to_run
 
 ZERO_SHOT_METHODS = ("promptreps", "diffretriever")  # retrieval/zeroshot/retrieval.py implements them
 
-Kind = Literal["bm25", "dense", "promptreps", "diffretriever", "fusion"]
+Kind = Literal["bm25", "dense", "promptreps", "diffretriever", "fusion", "run"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class ModelSpec:
                 cls.parse(side, check, device, dtype)
             return cls("fusion", spec, spec, device, dtype)
         method, sep, name = spec.partition(":")
+        if sep and method.lower() == "run":
+            if check and not Path(name).is_file():
+                raise FileNotFoundError(f"'{spec}': no run file {name!r} (run:FILE names a TREC run file)")
+            return cls("run", name, spec, device, dtype)
         if sep and method.lower() in ZERO_SHOT_METHODS:
             if not name:
                 raise ValueError(f"'{spec}': give a model after the colon, e.g. {method}:smollm2-135m-instruct")

@@ -1,5 +1,5 @@
 """The encoders behind a model spec (`base.ModelSpec`): dense (a dreamir `Retriever`, document embeddings cached
-on disk), BM25, and the zero-shot LLM retrievers; `load_encoder` builds the one a spec names."""
+on disk), BM25, the zero-shot LLM retrievers, fusions and run files; `load_encoder` builds the one a spec names."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dreamir.models.retriever import Retriever
 from dreamir.retrieval.base import Encoder, ModelSpec, split_fusion_spec
 from dreamir.retrieval.cache import encode_cached, retriever_fingerprint
 from dreamir.retrieval.fusion import FusionEncoder
+from dreamir.retrieval.run_file import RunFileEncoder
 from dreamir.retrieval.search import Run, bm25_run
 from dreamir.retrieval.zeroshot.retrieval import ZeroShotOptions, ZeroShotRetriever
 
@@ -66,6 +67,8 @@ def load_encoder(
         spec = replace(spec, device=device)
     if spec.kind == "bm25":
         encoder: Encoder = BM25Encoder()
+    elif spec.kind == "run":
+        encoder = RunFileEncoder(spec.name, spec.text)
     elif spec.kind == "fusion":
         method, weight, first, second = split_fusion_spec(spec.text)
         sides = [
