@@ -8,6 +8,8 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from dreamir.data.jsonl import DataError, require_regular_file
 from dreamir.retrieval.base import Encoder
 from dreamir.retrieval.search import Run
@@ -55,13 +57,20 @@ class RunFileEncoder(Encoder):
     def __init__(self, path: str, spec: str) -> None:
         self.path, self.label, self.spec = Path(path), spec, spec
 
-    def encode_queries(self, texts: list[str], show_progress: bool = False):
+    def encode_queries(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         raise ValueError(
             f"{self.label} is a ranking read from a file, not a model: eval and fusion take it, index "
             "and search need a model"
         )
 
-    def retrieve(self, corpus, queries, k=100, ignore_identical_ids=True, show_progress=True) -> Run:
+    def retrieve(
+        self,
+        corpus: dict[str, str],
+        queries: dict[str, str],
+        k: int = 100,
+        ignore_identical_ids: bool = True,
+        show_progress: bool = True,
+    ) -> Run:
         run, lines = read_trec_run(self.path)
         if not run.keys() & queries.keys():
             raise DataError(self.path, None, f"none of its {len(run)} queries is among the {len(queries)} evaluated")
