@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,40 +271,29 @@ def search_index(
 
 
 @dataclass
-class _LexicalSide:
-    index: LexicalIndex
+class _Side:
+    """One index of a searcher: how it ranks query texts ((scores, rows) per query), its document ids and snippets."""
 
-    def hits(self, queries: dict[str, str], k: int) -> tuple[Run, dict[str, str]]:
-        scores, rows = self.index.search(list(queries.values()), k)
-        run: Run = {}
-        snippets: dict[str, str] = {}
-        for qid, row_scores, row_ids in zip(queries, scores, rows):
-            run[qid] = {self.index.doc_ids[int(r)]: float(s) for s, r in zip(row_scores, row_ids)}
-            snippets.update({self.index.doc_ids[int(r)]: self.index.snippets[int(r)] for r in row_ids})
-        return run, snippets
-
-
-@dataclass
-class _DenseSide:
-    index: DenseIndex
-    encoder: Encoder
+    rank: Callable[[list[str], int], tuple[np.ndarray, np.ndarray]]
+    doc_ids: list[str]
     texts: list[str]
 
     def hits(self, queries: dict[str, str], k: int) -> tuple[Run, dict[str, str]]:
-        scores, rows = self.index.search(self.encoder.encode_queries(list(queries.values())), k)
+        scores, rows = self.rank(list(queries.values()), k)
         run: Run = {}
         snippets: dict[str, str] = {}
         for qid, row_scores, row_ids in zip(queries, scores, rows):
             kept = [(int(r), float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]  # faiss pads short lists with -1
-            run[qid] = {self.index.doc_ids[r]: score for r, score in kept}
-            snippets.update({self.index.doc_ids[r]: self.texts[r] for r, _ in kept})
+            run[qid] = {self.doc_ids[r]: score for r, score in kept}
+            snippets.update({self.doc_ids[r]: self.texts[r] for r, _ in kept})
         return run, snippets
 
 
-def _open_side(folder: Path, force: bool, device: str) -> _LexicalSide | _DenseSide:
+def _open_side(folder: Path, force: bool, device: str) -> _Side:
     """One index of a searcher (its checksums already checked by the caller), with its query encoder."""
     if "lexical" in load_checked_meta(folder, verify=False):
-        return _LexicalSide(LexicalIndex.load(folder, verify=False))
+        lexical = LexicalIndex.load(folder, verify=False)
+        return _Side(lexical.search, lexical.doc_ids, lexical.snippets)
     index = DenseIndex.load(folder, verify=False)
     model = index.meta["model"]
     if not model:
@@ -319,4 +309,4 @@ def _open_side(folder: Path, force: bool, device: str) -> _LexicalSide | _DenseS
     if texts is None:  # an index built before snippets were kept: the corpus file as it is now
         corpus = load_corpus(index.meta["corpus"], DataStats()) if Path(index.meta.get("corpus", "")).is_file() else {}
         texts = [snippet(corpus.get(doc_id, "")) for doc_id in index.doc_ids]
-    return _DenseSide(index, encoder, texts)
+    return _Side(lambda queries, k: index.search(encoder.encode_queries(queries), k), index.doc_ids, texts)
