@@ -121,6 +121,19 @@ def test_self_supervised_examples_never_contain_their_own_chunk():
         assert all(c in texts[int(s)] for c, s in zip(ex.candidates, ex.candidate_sources, strict=True))
 
 
+def test_spans_never_builds_the_same_example_twice():
+    # 40 words a document, chunks of 16, q and y 16 words each: the chunks at words 16 and 32 both have their
+    # start clamped to word 8 (q and y must fit in the document), so they would give the same (q, y).
+    words = ["protein", "cell", "gene", "tumor", "blood", "heart", "brain", "acid", "mouse", "human"]
+    texts = [" ".join(f"{words[(i + j) % 10]}{i}x{j}" for j in range(40)) for i in range(8)]
+    settings = BuildConfig(recipe="spans", candidates=2, chunk_words=16, min_words=8, target_words=16, seed=0)
+    stats = DataStats()
+    built = build_self_supervised(texts, settings, stats, show_progress=False)
+    pairs = [(e.query, e.target) for e in built]
+    assert len(pairs) == len(set(pairs)) == 16  # two distinct spans per document
+    assert stats.counts["spans_repeated"] == 8  # the third chunk of each document, counted, not kept
+
+
 def test_built_examples_keep_document_ids_through_a_file(tmp_path):
     from dreamir.data.beir import read_corpus
     from dreamir.data.text import examples_to_rows

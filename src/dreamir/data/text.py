@@ -266,6 +266,7 @@ def _spans(documents: Documents, chunks: Chunks, settings: BuildConfig, stats: D
     span = settings.target_words
     rng = random.Random(settings.seed + 1)
     pieces = []
+    taken: set[tuple[str, int]] = set()  # (document, start) of every piece so far
     order = list(range(len(chunks.texts)))
     random.Random(settings.seed).shuffle(order)  # the seeded order; `max_examples` counts usable pieces only
     for i in order:
@@ -276,7 +277,12 @@ def _spans(documents: Documents, chunks: Chunks, settings: BuildConfig, stats: D
             stats.add("documents_too_short_for_recipe")
             continue
         start = chunks.starts[i] + rng.randrange(max(1, len(chunks.texts[i].split()) - span))
+        # the clamp keeps (q, y) inside the document, so two chunks near its end can land on the same start
         start = min(start, len(words) - 2 * span)
+        if (chunks.sources[i], start) in taken:
+            stats.add("spans_repeated")
+            continue
+        taken.add((chunks.sources[i], start))
         q, y = " ".join(words[start : start + span]), " ".join(words[start + span : start + 2 * span])
         pieces.append(_Piece(q, y, chunks.sources[i], chunks.overlapping(chunks.sources[i], start, start + 2 * span)))
     return pieces
