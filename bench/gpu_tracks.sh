@@ -17,10 +17,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # FIRST (issue 36 item 2): the paper's own setting, full size — a language model trained into a retriever (LoRA,
 # last-token pooling) by DREAM-distill from the Qwen2.5-Coder-1.5B judge, beside InfoNCE and the shuffled-target
 # control, 3 seeds, scored on the whole corpus; SmolLM2-135M-Instruct and Qwen2.5-Coder-0.5B-Instruct as students,
-# τ learned, 1, 0.05 and 0.01. research/configs/lm-student.yaml is the CPU-sized version (its header has the commands).
+# τ learned, 0.25, 0.05 and 0.01. research/configs/lm-student.yaml is the CPU-sized version (its header has the commands).
 # Needs runs/signal/heads-qwen2.5-coder-1.5b-instruct.json (research/artifacts/heads) and the 1.5B GGUF (get-llm.sh).
 for student in smollm2-135m-instruct qwen2.5-coder-0.5b-instruct; do
-    for tau in learned 1 0.05 0.01; do  # learned τ and τ 1 first: at τ 0.05 the CPU screen's student collapsed
+    for tau in learned 0.25 0.05 0.01; do  # learned τ and τ 0.25 first: at τ 0.05 the CPU screen's student collapsed
         temperature=$([ $tau = learned ] && echo "--set base.dream_distill.learn_temperature=true" || echo "--set base.dream_distill.temperature=$tau")
         for dataset in scifact nfcorpus; do
             step python3 research/scripts/learn.py --config research/configs/lm-student.yaml --dataset $dataset \
