@@ -8,8 +8,8 @@ A retriever at random level can be so because its embeddings carry no topic (all
 because they carry the wrong one. Per retriever, over a seeded sample of the corpus's documents and the
 split's query texts (no qrels are read): the mean and spread of the cosine between two different documents,
 and the spread of one query's scores over the documents — divided by the training temperature τ, the
-logit spread its softmax sees (≪ 1: the weights are uniform whatever the query). A `NAME=MODEL:lasttoken`
-spec loads a bare decoder with last-token pooling, the "query: " / "passage: " prefixes and 64 tokens, as
+logit spread its softmax sees (≪ 1: the weights are uniform whatever the query). A `NAME=MODEL:lasttoken` (or `:mean`)
+spec loads a bare decoder with that pooling, the "query: " / "passage: " prefixes and 64 tokens, as
 research/configs/lm-student.yaml builds its untrained student. Writes bench/results/embedding_spread.json
 under --key.
 """
@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_retriever(spec: str) -> Retriever:
-    if spec.endswith(":lasttoken"):
+    name, _, pooling = spec.rpartition(":")
+    if pooling in ("lasttoken", "mean"):  # a bare LM backbone, built as the LM-student config builds it
         return Retriever.load(
-            spec.removesuffix(":lasttoken"),
-            pooling="lasttoken",
+            name,
+            pooling=pooling,
             query_prefix="query: ",
             doc_prefix="passage: ",
             max_length=64,
