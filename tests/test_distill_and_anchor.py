@@ -128,6 +128,46 @@ def test_kl_anchor_is_zero_at_the_start_and_matches_a_hand_computation(retriever
         hand += float((p * (p.log() - q.log())).sum().detach())
     assert float(value.detach()) == pytest.approx(2.0 * hand / 3, rel=1e-4)
     assert float(value.detach()) > 0
+    assert "kl_uniform" not in anchor(EXAMPLES, [], ScoredBatch.with_scores(retriever, EXAMPLES, moved, mask)).metrics
+
+
+class FixedTeacher(torch.nn.Module):
+    """A teacher whose distribution over each example's candidates is given."""
+
+    def __init__(self, probabilities: list[list[float]]) -> None:
+        super().__init__()
+        self.log_p = torch.full((len(probabilities), max(map(len, probabilities))), float("-inf"))
+        for b, p in enumerate(probabilities):
+            self.log_p[b, : len(p)] = torch.tensor(p).log()
+
+    def forward(self, examples, tokenized):
+        return self.log_p
+
+
+def test_distillation_logs_what_equal_weights_would_pay(retriever):
+    """kl_uniform = mean over examples of log n − H(P_T) (n real candidates, no padding); kl_teacher = the loss."""
+    from dreamir.objectives.base import Temperature
+    from dreamir.objectives.distill import Distill
+
+    teacher = [[0.7, 0.2, 0.1], [0.9, 0.1], [1 / 3, 1 / 3, 1 / 3]]  # EXAMPLES have 3, 2 and 3 candidates
+    out = Distill(retriever, FixedTeacher(teacher), Temperature(0.1))(EXAMPLES, [])
+    by_hand = [math.log(len(p)) + sum(q * math.log(q) for q in p) for p in teacher]
+    assert out.metrics["kl_uniform"] == pytest.approx(sum(by_hand) / 3, rel=1e-5)
+    assert out.metrics["kl_teacher"] == pytest.approx(out.loss.item())
+
+
+def test_teacher_fit_says_when_the_retriever_has_not_learned_its_teacher():
+    from dreamir.objectives.distill import teacher_fit
+
+    def rows(kl_end: float) -> list[dict]:  # 8 steps: the first quarter far off, the last quarter at kl_end
+        return [{"step": i, "kl_teacher": 2.0 if i < 6 else kl_end, "kl_uniform": 0.75} for i in range(8)]
+
+    learned = teacher_fit(rows(0.24))
+    assert learned is not None and "KL 0.240" in learned and "pay 0.750" in learned and "not learned" not in learned
+    stuck = teacher_fit(rows(0.77))
+    assert stuck is not None and "KL 0.770" in stuck and "has not learned its teacher" in stuck
+    assert "not learned" in (teacher_fit(rows(0.9 * 0.75)) or "")  # within a tenth of equal weights
+    assert teacher_fit([{"step": 1, "loss": 0.5}]) is None  # an objective without a teacher says nothing
 
 
 def test_l2sp_anchor_measures_the_distance_from_the_start(retriever):
@@ -268,7 +308,9 @@ def test_precompute_stores_the_judge_signal_and_training_then_makes_no_judge_pas
     assert main(["train", "--run-dir", str(tmp_path / "cpu"), *args, "--heads", heads]) == 0
     assert (tmp_path / "cpu" / "retriever" / "modules.json").exists()
     said = f"judge signal: 7 of 7 examples stored in {tmp_path / 'signal'}; the judge runs for none"
-    assert said in capsys.readouterr().out  # said before training, so that hours of judge passes are no surprise
+    out = capsys.readouterr().out
+    assert said in out  # said before training, so that hours of judge passes are no surprise
+    assert "[dreamir] fit to the teacher: KL " in out  # and after it, whether the retriever learned its teacher
     monkeypatch.undo()
     fresh = [*args, "--heads", heads, "--set", f"dream_distill.signal_cache_dir={tmp_path / 'fresh'}"]
     assert main(["train", "--run-dir", str(tmp_path / "fresh-run"), *fresh]) == 0

@@ -57,6 +57,7 @@ from dreamir.models.frozen_lm import FrozenLM
 from dreamir.models.retriever import Retriever
 from dreamir.objectives import ObjectiveContext, build_objective, objective_classes
 from dreamir.objectives.base import own_learning_rates, trainable_parameters
+from dreamir.objectives.distill import teacher_fit
 
 log = logging.getLogger(__name__)
 
@@ -396,6 +397,9 @@ class Trainer:
         summary = self.objective.summary()
         if summary and self.group.is_main:
             print(f"[dreamir] {summary}")
+        log_path = self.run_dir / "log.jsonl"
+        if self.group.is_main and log_path.exists() and (fit := teacher_fit(read_log(log_path))):
+            print(f"[dreamir] {fit}")
         retriever_dir = self.run_dir / "retriever"
         if self.group.is_main:
             export_with_heads(self.retriever, self.run_dir, retriever_dir)

@@ -22,6 +22,7 @@ from dreamir.objectives.teachers import Start
 class KLAnchor(Distill):
     name = "anchor"
     needs_llm = False
+    logs_teacher_fit = False
 
     def __init__(self, retriever: Retriever, temperature: float) -> None:
         super().__init__(retriever, Start(retriever, temperature), Temperature(temperature))
