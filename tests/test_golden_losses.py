@@ -2,7 +2,11 @@
 
 The values in tests/data/golden_losses.safetensors were written by the code before the teachers-and-losses
 redesign (issue 33, commit 584dce5: `python -m tests.test_golden_losses --write`, where a sum was
-`dream_distill.contrastive_weight` and the metric `loss` left out the anchor); the redesign reproduces them to 1e-6.
+`dream_distill.contrastive_weight` and the metric `loss` left out the anchor); the redesign reproduced them to 1e-6
+on the machine that wrote them. On another CPU the same fp32 code sums in another order (other vector widths in the
+kernels): on an AMD EPYC the losses agree to 1.6e-6 relative and the gradients to 6.3e-5 (measured over every
+combination, 2026-12-08), hence the relative tolerances below — a changed term (an anchor, a τ, a stop-gradient)
+moves a loss or gradient by far more than 1e-3.
 A combination is named `<objective>[-variant]|<anchor>`; COMBINATIONS says how each is configured today.
 """
 
@@ -18,6 +22,9 @@ from safetensors.torch import load_file, save_file
 from tests.test_trainer import write_train_data
 
 GOLDEN = Path(__file__).parent / "data" / "golden_losses.safetensors"
+# fp32 across CPUs: what rounding in another summation order can move, with a margin (measured: 1.6e-6 and 6.3e-5).
+LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6
+GRAD_RTOL = 1e-3
 
 # name → (train.objective, overrides)
 COMBINATIONS: dict[str, tuple[str, dict]] = {
@@ -94,12 +101,12 @@ def test_loss_and_gradient_match_the_values_before_the_redesign(name, anchor, tm
     golden = load_file(GOLDEN)
     got = measure(name, anchor, tmp_path, tiny_llm_dir, tiny_encoder_dir)
     key = f"{name}|{anchor}"
-    torch.testing.assert_close(got["loss"], golden[f"{key}|loss"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got["loss"], golden[f"{key}|loss"], rtol=LOSS_RTOL, atol=LOSS_ATOL)
     assert golden[f"{key}|grad"][-1] > 1e-3  # a gradient that could disagree
     if anchor != "none":  # the anchor term is in the values
         assert golden[f"{key}|loss"] != golden[f"{name}|none|loss"]
-    # ‖P(g − g_golden)‖ ≈ ‖g − g_golden‖ (to a few % at 256 directions): the gradients agree to 1e-6
-    assert float((got["grad"] - golden[f"{key}|grad"]).norm()) < 1e-6
+    # ‖P(g − g_golden)‖ ≈ ‖g − g_golden‖ (to a few % at 256 directions), relative to the gradient norm (last entry)
+    assert float((got["grad"] - golden[f"{key}|grad"]).norm()) < GRAD_RTOL * float(golden[f"{key}|grad"][-1])
 
 
 def write_golden() -> None:
