@@ -18,8 +18,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # DREAM-distill from the Qwen2.5-Coder-1.5B judge, beside InfoNCE and the shuffled-target control, 3 seeds, scored on
 # the whole corpus; SmolLM2-135M-Instruct and Qwen2.5-Coder-0.5B-Instruct as students. First the setting that moved
 # once on the CPU screen (mean pooling, lr 1e-3: SciFact dev 15.1 -> 39.6 at seed 0; trained again: 14.4, so 3 seeds
-# here say which is typical), then last-token pooling (the
-# paper's) at lr 1e-3 and the τ variants at the config's lr 1e-4 (where the CPU screens' students collapsed).
+# here say which is typical), then last-token pooling (the paper's) at lr 1e-3 and the τ variants at the config's
+# lr 1e-4 (where the CPU screens' students collapsed).
 # research/configs/lm-student.yaml is the CPU-sized version (its header has the commands).
 # Needs runs/signal/heads-qwen2.5-coder-1.5b-instruct.json (research/artifacts/heads) and the 1.5B GGUF (get-llm.sh).
 for student in smollm2-135m-instruct qwen2.5-coder-0.5b-instruct; do

@@ -310,7 +310,7 @@ def test_precompute_stores_the_judge_signal_and_training_then_makes_no_judge_pas
     said = f"judge signal: 7 of 7 examples stored in {tmp_path / 'signal'}; the judge runs for none"
     out = capsys.readouterr().out
     assert said in out  # said before training, so that hours of judge passes are no surprise
-    assert "[dreamir] fit to the teacher: KL " in out  # and after it, whether the retriever learned its teacher
+    assert "[dreamir] fit to the teacher: KL " in out  # and after it, whether the retriever fits its teacher
     monkeypatch.undo()
     fresh = [*args, "--heads", heads, "--set", f"dream_distill.signal_cache_dir={tmp_path / 'fresh'}"]
     assert main(["train", "--run-dir", str(tmp_path / "fresh-run"), *fresh]) == 0
